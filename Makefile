@@ -1,0 +1,109 @@
+# The Hive operator's build. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+# Tools are pinned in hack/tools/go.mod and run with `go tool`, so every machine uses the
+# same versions and nothing needs installing by hand.
+GO_TOOL ?= go tool -modfile=hack/tools/go.mod
+CONTROLLER_GEN ?= $(GO_TOOL) controller-gen
+GOLANGCI_LINT ?= go tool -modfile=hack/tools/lint/go.mod golangci-lint
+GOTESTSUM ?= $(GO_TOOL) gotestsum
+
+IMG ?= ghcr.io/aihub-dev/hive-operator:dev
+CONTAINER_TOOL ?= docker
+
+# Packages whose coverage the project tracks.
+COVER_PKGS ?= ./api/...,./internal/...,./controllers/...,./pkg/...,./cmd/...
+TEST_TIMEOUT ?= 30m
+
+CRD_DIR := config/crd/bases
+CHART_CRD_DIR := charts/hive-operator/crds
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: ## Generate the CRDs and RBAC from the API and controller markers, and copy the CRDs into the chart.
+	$(CONTROLLER_GEN) rbac:roleName=hive-operator crd paths="./api/...;./controllers/..." \
+		output:crd:artifacts:config=$(CRD_DIR) output:rbac:artifacts:config=config/rbac
+	go run ./hack/crd-trim $(CRD_DIR)/*.yaml
+	mkdir -p $(CHART_CRD_DIR)
+	rm -f $(CHART_CRD_DIR)/*.yaml
+	cp $(CRD_DIR)/*.yaml $(CHART_CRD_DIR)/
+
+.PHONY: generate
+generate: ## Generate the deepcopy functions of the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Format the code.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: ## Run golangci-lint with the committed configuration.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: lint-fix
+lint-fix: ## Run golangci-lint and apply its fixes.
+	$(GOLANGCI_LINT) run --fix ./...
+
+.PHONY: verify
+verify: manifests generate ## Regenerate everything and fail if the committed files differ.
+	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then \
+		echo "generated files are out of date; run 'make manifests generate' and commit:"; \
+		git status --porcelain -- api config charts; git --no-pager diff --stat -- api config charts; \
+		exit 1; \
+	fi
+	@echo "generated files are up to date"
+
+##@ Test
+
+.PHONY: envtest
+envtest: ## Provide the control-plane binaries for the tests (built from Go modules if needed).
+	hack/setup-envtest.sh envtest >/dev/null
+
+.PHONY: test
+test: envtest vet ## Run the unit and envtest integration tests and print coverage.
+	export KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh envtest)"; \
+	$(GOTESTSUM) --format pkgname-and-test-fails -- -timeout $(TEST_TIMEOUT) -race \
+		-coverpkg=$(COVER_PKGS) -coverprofile=cover.out ./...
+	@hack/coverage.sh cover.out
+
+.PHONY: test-unit
+test-unit: ## Run only the tests that need no API server.
+	go test -short ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build the manager binary into bin/.
+	go build -trimpath -o bin/manager ./cmd/manager
+
+.PHONY: run
+run: manifests generate ## Run the manager against the cluster of the current kubeconfig.
+	go run ./cmd/manager --leader-elect=false
+
+.PHONY: install
+install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+	kubectl apply --server-side -f $(CRD_DIR)
+
+.PHONY: uninstall
+uninstall: ## Remove the CRDs (and so every hive and task) from the cluster.
+	kubectl delete --ignore-not-found -f $(CRD_DIR)
+
+.PHONY: docker-build
+docker-build: ## Build the manager image (needs a container engine).
+	$(CONTAINER_TOOL) build --target manager -t $(IMG) .
