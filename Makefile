@@ -33,7 +33,7 @@ help: ## Show this help.
 
 .PHONY: manifests
 manifests: ## Generate the CRDs and RBAC from the API and controller markers, and copy the CRDs into the chart.
-	$(CONTROLLER_GEN) rbac:roleName=hive-operator crd paths="./api/...;./controllers/..." \
+	$(CONTROLLER_GEN) rbac:roleName=hive-operator crd:generateEmbeddedObjectMeta=true paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=$(CRD_DIR) output:rbac:artifacts:config=config/rbac
 	go run ./hack/crd-trim $(CRD_DIR)/*.yaml
 	mkdir -p $(CHART_CRD_DIR)

@@ -185,21 +185,21 @@ type HiveStatus struct {
 
 	// readyReplicas is the number of agent pods whose Ready condition is true.
 	// +optional
-	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	ReadyReplicas int32 `json:"readyReplicas"`
 
 	// availableReplicas is the number of ready agents that are not draining: the agents
 	// that can take new tasks.
 	// +optional
-	AvailableReplicas int32 `json:"availableReplicas,omitempty"`
+	AvailableReplicas int32 `json:"availableReplicas"`
 
 	// updatedReplicas is the number of agent pods of the update revision.
 	// +optional
-	UpdatedReplicas int32 `json:"updatedReplicas,omitempty"`
+	UpdatedReplicas int32 `json:"updatedReplicas"`
 
 	// desiredReplicas is the number of agents the hive is converging to: spec.replicas, or
 	// the autoscaler's recommendation when autoscaling is set.
 	// +optional
-	DesiredReplicas int32 `json:"desiredReplicas,omitempty"`
+	DesiredReplicas int32 `json:"desiredReplicas"`
 
 	// readySummary is "ready/desired" agents, for display by kubectl.
 	// +optional
@@ -207,25 +207,25 @@ type HiveStatus struct {
 
 	// idleAgents is the number of ready, non-draining agents with no task.
 	// +optional
-	IdleAgents int32 `json:"idleAgents,omitempty"`
+	IdleAgents int32 `json:"idleAgents"`
 
 	// busyAgents is the number of agents running at least one task.
 	// +optional
-	BusyAgents int32 `json:"busyAgents,omitempty"`
+	BusyAgents int32 `json:"busyAgents"`
 
 	// drainingAgents is the number of agents marked for removal: they take no new tasks and
 	// are deleted once idle or when the drain timeout expires.
 	// +optional
-	DrainingAgents int32 `json:"drainingAgents,omitempty"`
+	DrainingAgents int32 `json:"drainingAgents"`
 
 	// queuedTasks is the number of tasks of this hive waiting for a slot.
 	// +optional
-	QueuedTasks int32 `json:"queuedTasks,omitempty"`
+	QueuedTasks int32 `json:"queuedTasks"`
 
 	// runningTasks is the number of tasks of this hive bound to an agent (Assigned or
 	// Running).
 	// +optional
-	RunningTasks int32 `json:"runningTasks,omitempty"`
+	RunningTasks int32 `json:"runningTasks"`
 
 	// currentRevision is the template revision all agents ran when the last rollout
 	// finished.

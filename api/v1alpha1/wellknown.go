@@ -8,8 +8,8 @@ const (
 	// LabelRevision is set on every agent pod to the revision (template hash) it was built
 	// from.
 	LabelRevision = "swarm.aihub.dev/revision"
-	// AnnotationDrainingSince marks an agent pod as draining, with the RFC 3339 time the
-	// drain started. A draining agent gets no new tasks and is deleted once idle or when
+	// AnnotationDrainingSince marks an agent pod as draining, with the RFC 3339 time (with
+	// fractional seconds) the drain started. A draining agent gets no new tasks and is deleted once idle or when
 	// spec.rollout.drainTimeout has passed.
 	AnnotationDrainingSince = "swarm.aihub.dev/draining-since"
 

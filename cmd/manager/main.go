@@ -21,6 +21,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/controllers"
 )
 
 // options are the manager's command-line flags.
@@ -99,6 +100,7 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
+		Cache:                         controllers.CacheOptions(),
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
@@ -108,6 +110,9 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := controllers.Setup(ctx, mgr, controllers.Options{}); err != nil {
+		return fmt.Errorf("setting up the controllers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)

@@ -1,0 +1,115 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+)
+
+// ensurePDB keeps the hive's PodDisruptionBudget in line with spec.disruption: created, and
+// updated only when its spec differs. A budget of the same name that the hive does not own
+// is left alone.
+func (r *HiveReconciler) ensurePDB(ctx context.Context, hive *swarmv1alpha1.Hive) error {
+	current := &policyv1.PodDisruptionBudget{}
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(hive), current)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading the PodDisruptionBudget: %w", err)
+	}
+	exists := err == nil
+	if exists && !metav1.IsControlledBy(current, hive) {
+		return nil
+	}
+	// The schema defaults spec.disruption; a hive stored without it gets the same default.
+	maxUnavailable := intstr.FromInt32(1)
+	if d := hive.Spec.Disruption; d != nil && d.MaxUnavailable != nil {
+		maxUnavailable = *d.MaxUnavailable
+	}
+	want := policyv1.PodDisruptionBudgetSpec{
+		MaxUnavailable: &maxUnavailable,
+		Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{swarmv1alpha1.LabelHive: hive.Name}},
+	}
+	if !exists {
+		pdb := &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: hive.Name, Namespace: hive.Namespace,
+				Labels:          map[string]string{swarmv1alpha1.LabelHive: hive.Name},
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(hive, swarmv1alpha1.GroupVersion.WithKind("Hive"))},
+			},
+			Spec: want,
+		}
+		if err := r.Client.Create(ctx, pdb); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating the PodDisruptionBudget: %w", err)
+		}
+		return nil
+	}
+	if equality.Semantic.DeepEqual(current.Spec.MaxUnavailable, want.MaxUnavailable) &&
+		equality.Semantic.DeepEqual(current.Spec.Selector, want.Selector) && current.Spec.MinAvailable == nil {
+		return nil
+	}
+	base := current.DeepCopy()
+	current.Spec.MaxUnavailable, current.Spec.Selector, current.Spec.MinAvailable = want.MaxUnavailable, want.Selector, nil
+	if err := r.Client.Patch(ctx, current, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("updating the PodDisruptionBudget: %w", err)
+	}
+	return nil
+}
+
+// taskToHive maps a task event to its hive.
+func taskToHive(_ context.Context, obj client.Object) []ctrl.Request {
+	t, ok := obj.(*swarmv1alpha1.Task)
+	if !ok || t.Spec.Hive == "" {
+		return nil
+	}
+	return []ctrl.Request{{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.Hive}}}
+}
+
+// taskBindingChanged passes the task events that change a hive's queue or an agent's load:
+// creation, deletion, and changes of phase, agent or cancellation.
+func taskBindingChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*swarmv1alpha1.Task)
+			n, ok2 := e.ObjectNew.(*swarmv1alpha1.Task)
+			if !ok1 || !ok2 {
+				return false
+			}
+			return o.Status.Phase != n.Status.Phase || o.Status.Agent != n.Status.Agent || o.Spec.Cancel != n.Spec.Cancel
+		},
+	}
+}
+
+func ptrValue[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func durationValue(d *metav1.Duration, def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return d.Duration
+}
+
+func jsonMarshal(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encoding a patch: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,56 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+)
+
+// Cache indexes shared by the Hive controller and the dispatcher. They are registered once,
+// before the manager starts, by SetupIndexes.
+const (
+	// IndexPodHive indexes agent pods by the value of their hive label.
+	IndexPodHive = "swarm.aihub.dev/pod-hive"
+	// IndexTaskActiveHive indexes tasks that have not finished by spec.hive, so that a
+	// hive's queue and running tasks are found without walking its finished history.
+	IndexTaskActiveHive = "swarm.aihub.dev/active-hive"
+	// IndexTaskAgent indexes the tasks bound to an agent (Assigned or Running) by
+	// status.agent: the agent is busy while it has any, and its free slots are its
+	// concurrency minus their number.
+	IndexTaskAgent = "swarm.aihub.dev/bound-agent"
+)
+
+// SetupIndexes registers the cache indexes.
+func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
+	if err := indexer.IndexField(ctx, &corev1.Pod{}, IndexPodHive, func(o client.Object) []string {
+		if v, ok := o.GetLabels()[swarmv1alpha1.LabelHive]; ok {
+			return []string{v}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing pods by hive: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &swarmv1alpha1.Task{}, IndexTaskActiveHive, func(o client.Object) []string {
+		t := o.(*swarmv1alpha1.Task)
+		if t.Status.Phase.Finished() {
+			return nil
+		}
+		return []string{t.Spec.Hive}
+	}); err != nil {
+		return fmt.Errorf("indexing tasks by hive: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &swarmv1alpha1.Task{}, IndexTaskAgent, func(o client.Object) []string {
+		t := o.(*swarmv1alpha1.Task)
+		if !t.Status.Phase.Bound() || t.Status.Agent == "" {
+			return nil
+		}
+		return []string{t.Status.Agent}
+	}); err != nil {
+		return fmt.Errorf("indexing tasks by agent: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+)
+
+// Options configure the operator's controllers.
+type Options struct {
+	// HiveConcurrency is the number of hives reconciled at once.
+	HiveConcurrency int
+	// DrainSettle and StatusInterval: see HiveReconciler.
+	DrainSettle    time.Duration
+	StatusInterval time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// CacheOptions limit what the manager caches: only pods that carry the hive label (a
+// cluster's other pods are none of the operator's business and would cost memory), and no
+// managed fields on any object.
+func CacheOptions() cache.Options {
+	hasHive, err := labels.NewRequirement(swarmv1alpha1.LabelHive, selection.Exists, nil)
+	if err != nil {
+		panic(fmt.Sprintf("building the pod cache selector: %v", err))
+	}
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Label: labels.NewSelector().Add(*hasHive)},
+		},
+	}
+}
+
+// Setup registers the cache indexes and every controller with the manager.
+func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
+	if err := SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	hives := &HiveReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder("hive-controller"),
+		Now:                     o.Now,
+		DrainSettle:             o.DrainSettle,
+		StatusInterval:          o.StatusInterval,
+		MaxConcurrentReconciles: o.HiveConcurrency,
+	}
+	return hives.SetupWithManager(mgr)
+}

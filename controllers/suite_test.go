@@ -1,0 +1,351 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/agentpod"
+	"github.com/aihub-dev/hive-operator/test/kubelet"
+	"github.com/aihub-dev/hive-operator/test/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	if os.Getenv("TEST_LOG") != "" {
+		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	} else {
+		ctrl.SetLogger(logr.Discard())
+	}
+	os.Exit(testenv.Run(m, &env))
+}
+
+// writeCounter counts the manager's writes, so tests can assert how many it makes.
+type writeCounter struct {
+	podCreates   atomic.Int64
+	hiveStatuses atomic.Int64
+}
+
+// faultFunc decides whether a write of the operator fails, and with what error.
+type faultFunc func(verb string, obj client.Object) error
+
+// operator is a manager running the controllers against the test API server.
+type operator struct {
+	writes *writeCounter
+	// fault, when set, is asked before each write.
+	fault  atomic.Pointer[faultFunc]
+	cancel context.CancelFunc
+	done   chan error
+	// err is what the manager returned when it stopped.
+	err error
+}
+
+// startOperator starts a manager with the project's controllers and stops it when the test
+// ends. Tests of the pool use a short drain settle and status interval to run quickly.
+func startOperator(t *testing.T, mutate ...func(*Options)) *operator {
+	t.Helper()
+	o := Options{DrainSettle: 200 * time.Millisecond, StatusInterval: 300 * time.Millisecond}
+	for _, m := range mutate {
+		m(&o)
+	}
+	op := &operator{writes: &writeCounter{}, done: make(chan error, 1)}
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 testenv.Scheme,
+		Cache:                  CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Several managers run in one test process; controller names must not collide.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
+			c, err := client.NewWithWatch(cfg, opts)
+			if err != nil {
+				return nil, err
+			}
+			return interceptor.NewClient(c, interceptor.Funcs{
+				Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					if _, ok := obj.(*corev1.Pod); ok {
+						op.writes.podCreates.Add(1)
+					}
+					if err := op.injected("create", obj); err != nil {
+						return err
+					}
+					return c.Create(ctx, obj, opts...)
+				},
+				Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+					if err := op.injected("patch", obj); err != nil {
+						return err
+					}
+					return c.Patch(ctx, obj, patch, opts...)
+				},
+				Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+					if err := op.injected("delete", obj); err != nil {
+						return err
+					}
+					return c.Delete(ctx, obj, opts...)
+				},
+				SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+					if _, ok := obj.(*swarmv1alpha1.Hive); ok && sub == "status" {
+						op.writes.hiveStatuses.Add(1)
+					}
+					if err := op.injected(sub, obj); err != nil {
+						return err
+					}
+					return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+				},
+			}), nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("creating the manager: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	op.cancel = cancel
+	if err := Setup(ctx, mgr, o); err != nil {
+		t.Fatalf("setting up the controllers: %v", err)
+	}
+	go func() { op.done <- mgr.Start(ctx) }()
+	t.Cleanup(op.stop)
+	return op
+}
+
+func (op *operator) injected(verb string, obj client.Object) error {
+	if f := op.fault.Load(); f != nil {
+		return (*f)(verb, obj)
+	}
+	return nil
+}
+
+// stop stops the manager and waits for it; it is safe to call twice.
+func (op *operator) stop() {
+	op.cancel()
+	select {
+	case op.err = <-op.done:
+	case <-time.After(30 * time.Second):
+	}
+	op.done = closedChan()
+}
+
+func closedChan() chan error {
+	c := make(chan error)
+	close(c)
+	return c
+}
+
+// namespace creates a namespace for one test.
+func namespace(t *testing.T) string {
+	t.Helper()
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: strings.TrimRight(name, "-") + "-"}}
+	if err := env.Client.Create(t.Context(), ns); err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	return ns.Name
+}
+
+// startKubelet runs a kubelet for the namespace until the test ends.
+func startKubelet(t *testing.T, ns string, readyAfter time.Duration) *kubelet.Kubelet {
+	t.Helper()
+	k := &kubelet.Kubelet{Client: env.Client, Namespace: ns, ReadyAfter: readyAfter}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	k.Start(ctx)
+	return k
+}
+
+// eventually polls f until it returns nil, failing the test with f's last error after
+// timeout.
+func eventually(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reached within %v: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// hiveWrapper builds test hives: makeHive(ns, "h").replicas(3).obj().
+type hiveWrapper struct{ swarmv1alpha1.Hive }
+
+func makeHive(ns, name string) *hiveWrapper {
+	return &hiveWrapper{swarmv1alpha1.Hive{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: swarmv1alpha1.HiveSpec{
+			Replicas: ptr.To[int32](1),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "agent", Image: "example.com/agent:v1"}},
+			}},
+			Agent: swarmv1alpha1.AgentSpec{Concurrency: 1},
+		},
+	}}
+}
+
+func (w *hiveWrapper) replicas(n int32) *hiveWrapper { w.Spec.Replicas = ptr.To(n); return w }
+func (w *hiveWrapper) drainTimeout(d time.Duration) *hiveWrapper {
+	w.Spec.Rollout.DrainTimeout = &metav1.Duration{Duration: d}
+	return w
+}
+func (w *hiveWrapper) obj() *swarmv1alpha1.Hive { return w.DeepCopy() }
+
+func create(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := env.Client.Create(t.Context(), obj); err != nil {
+		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+// getHive reads a hive from the API server.
+func getHive(t *testing.T, ns, name string) *swarmv1alpha1.Hive {
+	t.Helper()
+	h := &swarmv1alpha1.Hive{}
+	if err := env.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, h); err != nil {
+		t.Fatalf("reading hive %s: %v", name, err)
+	}
+	return h
+}
+
+// patchHive changes a hive's spec with a merge patch.
+func patchHive(t *testing.T, ns, name string, mutate func(*swarmv1alpha1.Hive)) {
+	t.Helper()
+	h := getHive(t, ns, name)
+	base := h.DeepCopy()
+	mutate(h)
+	if err := env.Client.Patch(t.Context(), h, client.MergeFrom(base)); err != nil {
+		t.Fatalf("patching hive %s: %v", name, err)
+	}
+}
+
+// livePods lists the pods a hive controls that are not being deleted.
+func livePods(ctx context.Context, ns, hive string) ([]corev1.Pod, error) {
+	list := &corev1.PodList{}
+	if err := env.Client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{swarmv1alpha1.LabelHive: hive}); err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if owner, ok := agentpod.ControllerHive(&p); ok && owner == hive && p.DeletionTimestamp == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// bindTask creates a task of the hive bound to an agent, as the dispatcher would.
+func bindTask(t *testing.T, ns, hive, name, agent string) *swarmv1alpha1.Task {
+	t.Helper()
+	task := &swarmv1alpha1.Task{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       swarmv1alpha1.TaskSpec{Hive: hive},
+	}
+	create(t, task)
+	setTaskPhase(t, task, swarmv1alpha1.TaskRunning, agent)
+	return task
+}
+
+// setTaskPhase writes a task's phase and agent through the status subresource.
+func setTaskPhase(t *testing.T, task *swarmv1alpha1.Task, phase swarmv1alpha1.TaskPhase, agent string) {
+	t.Helper()
+	base := task.DeepCopy()
+	task.Status.Phase = phase
+	task.Status.Agent = agent
+	if task.Status.Attempt == 0 {
+		task.Status.Attempt = 1
+	}
+	if err := env.Client.Status().Patch(t.Context(), task, client.MergeFrom(base)); err != nil {
+		t.Fatalf("setting task %s %s: %v", task.Name, phase, err)
+	}
+}
+
+// events returns the reasons of the events about an object.
+func eventReasons(t *testing.T, ns, name string) []string {
+	t.Helper()
+	list := &eventsv1.EventList{}
+	if err := env.Client.List(t.Context(), list, client.InNamespace(ns)); err != nil {
+		t.Fatalf("listing events: %v", err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.Name == name {
+			out = append(out, e.Reason)
+		}
+	}
+	return out
+}
+
+// sampler checks an invariant over and over while a test runs, recording violations.
+type sampler struct {
+	mu         sync.Mutex
+	violations []string
+	samples    int
+	stop       chan struct{}
+	done       chan struct{}
+}
+
+func sample(check func(ctx context.Context) (string, error)) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		ctx := context.Background()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(15 * time.Millisecond):
+			}
+			v, err := check(ctx)
+			s.mu.Lock()
+			if err == nil {
+				s.samples++
+				if v != "" {
+					s.violations = append(s.violations, v)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// finish stops the sampler and fails the test on any violation.
+func (s *sampler) finish(t *testing.T) {
+	t.Helper()
+	close(s.stop)
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.samples < 3 {
+		t.Fatalf("the invariant was sampled only %d times", s.samples)
+	}
+	if len(s.violations) > 0 {
+		t.Fatalf("%d of %d samples violated the invariant; first: %s", len(s.violations), s.samples, s.violations[0])
+	}
+	t.Logf("invariant held over %d samples", s.samples)
+}

@@ -1,0 +1,96 @@
+package agentpod
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+)
+
+func TestBuild(t *testing.T) {
+	hive := &swarmv1alpha1.Hive{
+		ObjectMeta: metav1.ObjectMeta{Name: "h", Namespace: "ns", UID: "u1"},
+		Spec: swarmv1alpha1.HiveSpec{
+			Agent: swarmv1alpha1.AgentSpec{Concurrency: 0, Capabilities: []string{"a", "b"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"x": "y", swarmv1alpha1.LabelHive: "spoof"}},
+				Spec: corev1.PodSpec{
+					InitContainers: []corev1.Container{{Name: "init"}},
+					Containers:     []corev1.Container{{Name: "main", Env: []corev1.EnvVar{{Name: "AGENT_CONCURRENCY", Value: "99"}}}},
+				},
+			},
+		},
+	}
+	pod := Build(hive, "rev1")
+	if pod.GenerateName != "h-" || pod.Namespace != "ns" {
+		t.Errorf("name %q namespace %q", pod.GenerateName, pod.Namespace)
+	}
+	if pod.Labels["x"] != "y" || pod.Labels[swarmv1alpha1.LabelHive] != "h" || Revision(pod) != "rev1" {
+		t.Errorf("labels %v", pod.Labels)
+	}
+	if hiveName, ok := ControllerHive(pod); !ok || hiveName != "h" {
+		t.Errorf("ControllerHive = %q, %v", hiveName, ok)
+	}
+	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+		got := map[string]string{}
+		for _, e := range c.Env {
+			if _, dup := got[e.Name]; dup {
+				t.Errorf("container %s has %s twice", c.Name, e.Name)
+			}
+			got[e.Name] = e.Value
+		}
+		if got["AGENT_CONCURRENCY"] != "1" || got["AGENT_CAPABILITIES"] != "a,b" || got["HIVE_NAME"] != "h" {
+			t.Errorf("container %s env %v", c.Name, got)
+		}
+	}
+	if hive.Spec.Template.Labels[swarmv1alpha1.LabelHive] != "spoof" || len(hive.Spec.Template.Spec.Containers[0].Env) != 1 {
+		t.Error("Build changed the hive's template")
+	}
+}
+
+func TestState(t *testing.T) {
+	ready := corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	stamp := time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)
+	cases := map[string]struct {
+		pod                                   corev1.Pod
+		ready, terminating, finished, canTake bool
+		draining                              bool
+		since                                 time.Time
+	}{
+		"ready":       {pod: corev1.Pod{Status: ready}, ready: true, canTake: true},
+		"not ready":   {pod: corev1.Pod{}},
+		"terminating": {pod: corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &metav1.Time{}}, Status: ready}, ready: true, terminating: true},
+		"failed":      {pod: corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed}}, finished: true},
+		"draining": {
+			pod:   corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{swarmv1alpha1.AnnotationDrainingSince: stamp.Format(time.RFC3339Nano)}}, Status: ready},
+			ready: true, draining: true, since: stamp,
+		},
+		"draining with a mangled mark": {
+			pod:   corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{swarmv1alpha1.AnnotationDrainingSince: "soon"}}, Status: ready},
+			ready: true, draining: true,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := &tc.pod
+			since, draining := DrainingSince(p)
+			if IsReady(p) != tc.ready || IsTerminating(p) != tc.terminating || IsFinished(p) != tc.finished ||
+				CanTakeTasks(p) != tc.canTake || draining != tc.draining || IsDraining(p) != tc.draining || !since.Equal(tc.since) {
+				t.Errorf("ready %v terminating %v finished %v canTake %v draining %v since %v",
+					IsReady(p), IsTerminating(p), IsFinished(p), CanTakeTasks(p), draining, since)
+			}
+		})
+	}
+}
+
+func TestControllerHiveIgnoresOtherOwners(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{
+		{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs", Controller: new(true)},
+	}}}
+	if _, ok := ControllerHive(pod); ok {
+		t.Error("a ReplicaSet's pod was taken for a hive's")
+	}
+}
