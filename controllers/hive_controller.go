@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -17,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -56,6 +56,9 @@ type HiveReconciler struct {
 	lastStatusWrite map[types.NamespacedName]time.Time
 	createFailures  map[types.NamespacedName]createFailure
 	released        map[types.NamespacedName][]*corev1.Pod
+	// foreign remembers objects a hive would create whose names are taken by objects it
+	// does not own, so it does not try again on every pass.
+	foreign map[types.NamespacedName]map[string]bool
 }
 
 // createFailure remembers failed pod creations of a hive, to back off while its template
@@ -97,6 +100,9 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 	key := client.ObjectKeyFromObject(hive)
 	now := r.now()
 
+	if err := r.ensureAgentAccess(ctx, hive); err != nil {
+		return ctrl.Result{}, err
+	}
 	if err := r.releasePods(ctx, hive); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -296,6 +302,7 @@ func (r *HiveReconciler) forget(key types.NamespacedName) {
 	delete(r.lastStatusWrite, key)
 	delete(r.createFailures, key)
 	delete(r.released, key)
+	delete(r.foreign, key)
 }
 
 func (r *HiveReconciler) now() time.Time { return r.Now() }
@@ -315,6 +322,7 @@ func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.lastStatusWrite = map[types.NamespacedName]time.Time{}
 	r.createFailures = map[types.NamespacedName]createFailure{}
 	r.released = map[types.NamespacedName][]*corev1.Pod{}
+	r.foreign = map[types.NamespacedName]map[string]bool{}
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 2
 	}
@@ -322,9 +330,11 @@ func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("hive").
 		For(&swarmv1alpha1.Hive{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&rbacv1.Role{}).
+		Owns(&rbacv1.RoleBinding{}).
 		Watches(&corev1.Pod{}, &podHandler{r: r}).
-		Watches(&swarmv1alpha1.Task{}, handler.EnqueueRequestsFromMapFunc(taskToHive),
-			builder.WithPredicates(taskBindingChanged())).
+		Watches(&swarmv1alpha1.Task{}, delayedTaskHandler(r.StatusInterval/2), builder.WithPredicates(taskBindingChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
 	if err != nil {

@@ -12,10 +12,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 )
@@ -51,7 +55,7 @@ func (r *HiveReconciler) ensurePDB(ctx context.Context, hive *swarmv1alpha1.Hive
 			},
 			Spec: want,
 		}
-		if err := r.Client.Create(ctx, pdb); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err := r.createOwned(ctx, hive, pdb); err != nil {
 			return fmt.Errorf("creating the PodDisruptionBudget: %w", err)
 		}
 		return nil
@@ -66,6 +70,57 @@ func (r *HiveReconciler) ensurePDB(ctx context.Context, hive *swarmv1alpha1.Hive
 		return fmt.Errorf("updating the PodDisruptionBudget: %w", err)
 	}
 	return nil
+}
+
+// createOwned creates an object the hive owns. If an object of that name exists (one the
+// hive does not own: its own would be in the cache), it is left alone and not tried again
+// until the hive changes.
+func (r *HiveReconciler) createOwned(ctx context.Context, hive *swarmv1alpha1.Hive, obj client.Object) error {
+	key := client.ObjectKeyFromObject(hive)
+	id := fmt.Sprintf("%T/%s/%d", obj, obj.GetName(), hive.Generation)
+	r.mu.Lock()
+	taken := r.foreign[key][id]
+	r.mu.Unlock()
+	if taken {
+		return nil
+	}
+	err := r.Client.Create(ctx, obj)
+	if apierrors.IsAlreadyExists(err) {
+		r.mu.Lock()
+		if r.foreign[key] == nil {
+			r.foreign[key] = map[string]bool{}
+		}
+		r.foreign[key][id] = true
+		r.mu.Unlock()
+		log.FromContext(ctx).Info("an object the hive would own already exists; leaving it alone", "kind", fmt.Sprintf("%T", obj), "name", obj.GetName())
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", obj.GetName(), err)
+	}
+	return nil
+}
+
+// delayedTaskHandler enqueues a task's hive after a delay. The hive controller needs task
+// events only for its counts and to notice draining agents becoming idle; folding a burst
+// of them into one reconcile per delay keeps its cost independent of the task rate.
+func delayedTaskHandler(delay time.Duration) handler.TypedEventHandler[client.Object, reconcile.Request] {
+	enqueue := func(obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		for _, req := range taskToHive(context.Background(), obj) {
+			q.AddAfter(req, delay)
+		}
+	}
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.Object, q)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.ObjectNew, q)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.Object, q)
+		},
+	}
 }
 
 // taskToHive maps a task event to its hive.

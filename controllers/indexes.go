@@ -18,6 +18,9 @@ const (
 	// IndexTaskActiveHive indexes tasks that have not finished by spec.hive, so that a
 	// hive's queue and running tasks are found without walking its finished history.
 	IndexTaskActiveHive = "swarm.aihub.dev/active-hive"
+	// IndexTaskDependsOn indexes tasks by the names in their spec.dependsOn, so a task that
+	// finishes finds the tasks waiting for it.
+	IndexTaskDependsOn = "swarm.aihub.dev/depends-on"
 	// IndexTaskAgent indexes the tasks bound to an agent (Assigned or Running) by
 	// status.agent: the agent is busy while it has any, and its free slots are its
 	// concurrency minus their number.
@@ -51,6 +54,15 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 		return []string{t.Status.Agent}
 	}); err != nil {
 		return fmt.Errorf("indexing tasks by agent: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &swarmv1alpha1.Task{}, IndexTaskDependsOn, func(o client.Object) []string {
+		t := o.(*swarmv1alpha1.Task)
+		if t.Status.Phase.Finished() {
+			return nil
+		}
+		return t.Spec.DependsOn
+	}); err != nil {
+		return fmt.Errorf("indexing tasks by dependency: %w", err)
 	}
 	return nil
 }

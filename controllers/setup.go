@@ -6,6 +6,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -24,6 +26,14 @@ type Options struct {
 	StatusInterval time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// AgentLostGrace and TimeoutGrace: see TaskReconciler.
+	AgentLostGrace time.Duration
+	TimeoutGrace   time.Duration
+	// TaskConcurrency and DispatchConcurrency are the tasks and hives reconciled at once by
+	// the task controller and the dispatcher; BindConcurrency the binds in flight per hive.
+	TaskConcurrency     int
+	DispatchConcurrency int
+	BindConcurrency     int
 }
 
 // CacheOptions limit what the manager caches: only pods that carry the hive label (a
@@ -36,8 +46,14 @@ func CacheOptions() cache.Options {
 	}
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
+		// Only objects of hives: the cluster's other pods, accounts and roles would cost
+		// memory and events for nothing.
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Label: labels.NewSelector().Add(*hasHive)},
+			&corev1.Pod{}:                   {Label: labels.NewSelector().Add(*hasHive)},
+			&corev1.ServiceAccount{}:        {Label: labels.NewSelector().Add(*hasHive)},
+			&rbacv1.Role{}:                  {Label: labels.NewSelector().Add(*hasHive)},
+			&rbacv1.RoleBinding{}:           {Label: labels.NewSelector().Add(*hasHive)},
+			&policyv1.PodDisruptionBudget{}: {Label: labels.NewSelector().Add(*hasHive)},
 		},
 	}
 }
@@ -56,5 +72,25 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		StatusInterval:          o.StatusInterval,
 		MaxConcurrentReconciles: o.HiveConcurrency,
 	}
-	return hives.SetupWithManager(mgr)
+	if err := hives.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	dispatcher := &Dispatcher{
+		Client:                  mgr.GetClient(),
+		Now:                     o.Now,
+		BindConcurrency:         o.BindConcurrency,
+		MaxConcurrentReconciles: o.DispatchConcurrency,
+	}
+	if err := dispatcher.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	tasks := &TaskReconciler{
+		Client:                  mgr.GetClient(),
+		Recorder:                mgr.GetEventRecorder("task-controller"),
+		Now:                     o.Now,
+		AgentLostGrace:          o.AgentLostGrace,
+		TimeoutGrace:            o.TimeoutGrace,
+		MaxConcurrentReconciles: o.TaskConcurrency,
+	}
+	return tasks.SetupWithManager(mgr)
 }

@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 type writeCounter struct {
 	podCreates   atomic.Int64
 	hiveStatuses atomic.Int64
+	taskStatuses atomic.Int64
 }
 
 // faultFunc decides whether a write of the operator fails, and with what error.
@@ -104,8 +105,11 @@ func startOperator(t *testing.T, mutate ...func(*Options)) *operator {
 					return c.Delete(ctx, obj, opts...)
 				},
 				SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-					if _, ok := obj.(*swarmv1alpha1.Hive); ok && sub == "status" {
+					switch obj.(type) {
+					case *swarmv1alpha1.Hive:
 						op.writes.hiveStatuses.Add(1)
+					case *swarmv1alpha1.Task:
+						op.writes.taskStatuses.Add(1)
 					}
 					if err := op.injected(sub, obj); err != nil {
 						return err
@@ -241,6 +245,16 @@ func patchHive(t *testing.T, ns, name string, mutate func(*swarmv1alpha1.Hive)) 
 	if err := env.Client.Patch(t.Context(), h, client.MergeFrom(base)); err != nil {
 		t.Fatalf("patching hive %s: %v", name, err)
 	}
+}
+
+// getPod reads a pod from the API server.
+func getPod(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	p := &corev1.Pod{}
+	if err := env.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+		t.Fatalf("reading pod %s: %v", name, err)
+	}
+	return p
 }
 
 // livePods lists the pods a hive controls that are not being deleted.

@@ -76,6 +76,9 @@ const (
 	ReasonHiveNotFound = "HiveNotFound"
 	// ReasonUnschedulable (Scheduled=False): the hive's agents lack a required capability.
 	ReasonUnschedulable = "Unschedulable"
+	// ReasonQueued (Scheduled=False): the task waits in its hive's queue for a free slot. It
+	// replaces HiveNotFound or Unschedulable once those no longer hold.
+	ReasonQueued = "Queued"
 	// ReasonBound (Scheduled=True): the task was bound to an agent.
 	ReasonBound = "Bound"
 

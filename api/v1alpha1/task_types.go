@@ -54,9 +54,9 @@ type TaskSpec struct {
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
-	// maxRetries is how many more attempts a task gets after a failed one (an agent's
-	// failure or a timeout). An attempt cut short by a lost agent is requeued without
-	// counting against it.
+	// maxRetries is how many more attempts a task gets after a failed one: the agent
+	// reported a failure, the attempt timed out, or its agent was lost. The task fails for
+	// good when attempt number maxRetries+1 fails.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
@@ -64,7 +64,7 @@ type TaskSpec struct {
 	MaxRetries *int32 `json:"maxRetries,omitempty"`
 
 	// backoff is the wait before the first retry; it doubles with each further retry, up to
-	// 10 minutes.
+	// 10 minutes. A task whose agent was lost is requeued without waiting.
 	// +kubebuilder:default="1s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
@@ -148,39 +148,41 @@ type TaskStatus struct {
 	// +optional
 	Phase TaskPhase `json:"phase,omitempty"`
 
-	// agent is the name of the agent pod the current attempt is bound to.
+	// agent is the name of the agent pod the current attempt is bound to. Agents watch their
+	// tasks with the field selector status.agent=<pod name>.
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	Agent string `json:"agent,omitempty"`
 
-	// attempt counts the attempts started, from 1 for the first binding. An agent sees
-	// which try it is working on; delivery is at least once.
+	// attempt counts the attempts started, from 1 for the first binding, including attempts
+	// an agent released on shutdown. An agent sees which try it is working on: delivery is
+	// at least once.
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	Attempt int32 `json:"attempt,omitempty"`
 
-	// queuedAt is when the task last entered the queue: its creation for the first attempt
-	// (and then left unset to save a write), the requeue for later ones.
+	// queuedAt is when the task last went back to the queue; unset while it waits for its
+	// first attempt, when its creation time stands for it (which saves a write per task).
 	// +optional
-	QueuedAt *metav1.Time `json:"queuedAt,omitempty"`
+	QueuedAt *metav1.MicroTime `json:"queuedAt,omitempty"`
 
 	// notBefore, while Pending, is the earliest time the next attempt may be bound: the end
 	// of the retry backoff.
 	// +optional
-	NotBefore *metav1.Time `json:"notBefore,omitempty"`
+	NotBefore *metav1.MicroTime `json:"notBefore,omitempty"`
 
 	// assignedAt is when the current attempt was bound to its agent.
 	// +optional
-	AssignedAt *metav1.Time `json:"assignedAt,omitempty"`
+	AssignedAt *metav1.MicroTime `json:"assignedAt,omitempty"`
 
 	// startedAt is when the agent reported the current attempt running. Quick tasks skip
 	// the Running phase and leave it unset.
 	// +optional
-	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	StartedAt *metav1.MicroTime `json:"startedAt,omitempty"`
 
 	// finishedAt is when the task reached a final phase.
 	// +optional
-	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
+	FinishedAt *metav1.MicroTime `json:"finishedAt,omitempty"`
 
 	// result is the agent's output, written with phase Succeeded.
 	// +kubebuilder:validation:MaxLength=262144

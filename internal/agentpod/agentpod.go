@@ -36,6 +36,9 @@ func Build(hive *swarmv1alpha1.Hive, revision string) *corev1.Pod {
 		},
 		Spec: t.Spec,
 	}
+	if pod.Spec.ServiceAccountName == "" {
+		pod.Spec.ServiceAccountName = AccessName(hive)
+	}
 	env := agentEnv(hive)
 	for i := range pod.Spec.InitContainers {
 		pod.Spec.InitContainers[i].Env = mergeEnv(pod.Spec.InitContainers[i].Env, env)
@@ -44,6 +47,19 @@ func Build(hive *swarmv1alpha1.Hive, revision string) *corev1.Pod {
 		pod.Spec.Containers[i].Env = mergeEnv(pod.Spec.Containers[i].Env, env)
 	}
 	return pod
+}
+
+// AccessName is the name of the ServiceAccount, Role and RoleBinding the operator makes for
+// a hive's agents.
+func AccessName(hive *swarmv1alpha1.Hive) string { return hive.Name + "-agent" }
+
+// ServiceAccountName is the service account the hive's agents run as: the template's, or
+// the one the operator makes.
+func ServiceAccountName(hive *swarmv1alpha1.Hive) string {
+	if sa := hive.Spec.Template.Spec.ServiceAccountName; sa != "" {
+		return sa
+	}
+	return AccessName(hive)
 }
 
 func agentEnv(hive *swarmv1alpha1.Hive) []corev1.EnvVar {

@@ -1,0 +1,86 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/agentpod"
+)
+
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch
+
+// agentRules are what an agent may do: read tasks (its own, and the results of those it
+// depends on) and write task status. The ValidatingAdmissionPolicy shipped with the
+// operator narrows the writes to tasks bound to the agent's own pod.
+var agentRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{swarmv1alpha1.GroupVersion.Group}, Resources: []string{"tasks"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{swarmv1alpha1.GroupVersion.Group}, Resources: []string{"tasks/status"}, Verbs: []string{"get", "patch", "update"}},
+}
+
+// ensureAgentAccess gives the hive's agents an identity and the permissions of the agent
+// protocol: a ServiceAccount (unless the template names its own), a Role and a RoleBinding,
+// all named <hive>-agent and owned by the hive. Objects of those names the hive does not own
+// are left alone.
+func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alpha1.Hive) error {
+	name := agentpod.AccessName(hive)
+	account := agentpod.ServiceAccountName(hive)
+	meta := func() metav1.ObjectMeta {
+		return metav1.ObjectMeta{
+			Name: name, Namespace: hive.Namespace,
+			Labels:          map[string]string{swarmv1alpha1.LabelHive: hive.Name},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(hive, swarmv1alpha1.GroupVersion.WithKind("Hive"))},
+		}
+	}
+	if account == name {
+		sa := &corev1.ServiceAccount{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, sa); apierrors.IsNotFound(err) {
+			if err := r.createOwned(ctx, hive, &corev1.ServiceAccount{ObjectMeta: meta()}); err != nil {
+				return fmt.Errorf("creating the agents' service account: %w", err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("reading the agents' service account: %w", err)
+		}
+	}
+
+	role := &rbacv1.Role{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, role); apierrors.IsNotFound(err) {
+		if err := r.createOwned(ctx, hive, &rbacv1.Role{ObjectMeta: meta(), Rules: agentRules}); err != nil {
+			return fmt.Errorf("creating the agents' role: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("reading the agents' role: %w", err)
+	} else if metav1.IsControlledBy(role, hive) && !equality.Semantic.DeepEqual(role.Rules, agentRules) {
+		base := role.DeepCopy()
+		role.Rules = agentRules
+		if err := r.Client.Patch(ctx, role, client.MergeFrom(base)); err != nil {
+			return fmt.Errorf("updating the agents' role: %w", err)
+		}
+	}
+
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: account, Namespace: hive.Namespace}}
+	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
+	binding := &rbacv1.RoleBinding{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, binding); apierrors.IsNotFound(err) {
+		if err := r.createOwned(ctx, hive, &rbacv1.RoleBinding{ObjectMeta: meta(), Subjects: subjects, RoleRef: roleRef}); err != nil {
+			return fmt.Errorf("creating the agents' role binding: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("reading the agents' role binding: %w", err)
+	} else if metav1.IsControlledBy(binding, hive) && !equality.Semantic.DeepEqual(binding.Subjects, subjects) {
+		base := binding.DeepCopy()
+		binding.Subjects = subjects
+		if err := r.Client.Patch(ctx, binding, client.MergeFrom(base)); err != nil {
+			return fmt.Errorf("updating the agents' role binding: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+// Package agent is the Go SDK for writing Hive agents.
+//
+// An agent runs in a pod of a Hive. It watches the tasks bound to its pod, runs a handler
+// for each (up to its concurrency at once), and writes the outcome into the task's status.
+// The protocol it follows is described in docs/agent-protocol.md; this package is one
+// implementation of it:
+//
+//	func main() {
+//		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+//		defer stop()
+//		err := agent.Run(ctx, agent.Options{}, func(ctx context.Context, t *agent.Task) (string, error) {
+//			return strings.ToUpper(t.Input), nil
+//		})
+//		if err != nil {
+//			log.Fatal(err)
+//		}
+//	}
+//
+// Run reads its identity from the environment the operator injects (POD_NAME,
+// POD_NAMESPACE, HIVE_NAME, AGENT_CONCURRENCY), serves /readyz and /healthz, and on
+// cancellation of its context stops taking tasks, lets running handlers finish within the
+// shutdown grace, and releases the rest back to the queue.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+)
+
+// Handler does the work of one task attempt. It returns the result to store in
+// status.result, or an error that fails the attempt (retried as the task's spec allows).
+//
+// ctx is cancelled when the attempt's timeout passes, when the task is cancelled or
+// deleted, when it is taken away from this agent, and when the shutdown grace runs out.
+// A handler should return promptly once ctx is done; what it returns then is discarded.
+type Handler func(ctx context.Context, task *Task) (result string, err error)
+
+// Options configure an agent. The zero value reads everything from the environment.
+type Options struct {
+	// Config reaches the API server; default: in-cluster, or the KUBECONFIG file.
+	Config *rest.Config
+	// Client, when set, makes the agent's reads and writes instead of one built from Config
+	// (the watch always uses Config).
+	Client client.Client
+
+	// PodName is the agent's pod, the value of status.agent on its tasks; default $POD_NAME.
+	PodName string
+	// Namespace is the pod's and its tasks' namespace; default $POD_NAMESPACE.
+	Namespace string
+	// Hive is the agent's hive; default $HIVE_NAME. Informational.
+	Hive string
+	// Concurrency is how many handlers run at once; default $AGENT_CONCURRENCY, else 1.
+	Concurrency int
+
+	// RunningAfter is how long a handler runs before the agent marks the task Running. A
+	// task that finishes sooner skips the Running write, so a quick task costs the API
+	// server three writes in all: create, bind, finish. Default 1s; negative writes Running
+	// at once.
+	RunningAfter time.Duration
+	// ShutdownGrace is how long running handlers may go on after Run's context is
+	// cancelled before they are cancelled and their tasks released. Keep it below the pod's
+	// terminationGracePeriodSeconds. Default 20s.
+	ShutdownGrace time.Duration
+	// HealthAddr is where /readyz and /healthz are served; default ":8080"; "0" disables.
+	HealthAddr string
+	// Logger receives the agent's logs; default discards them.
+	Logger logr.Logger
+}
+
+// ErrNoIdentity is returned by Run when the pod name or namespace is unknown.
+var ErrNoIdentity = errors.New("agent: no pod name or namespace: set Options or the POD_NAME and POD_NAMESPACE environment variables")
+
+func (o *Options) defaults() error {
+	if o.PodName == "" {
+		o.PodName = os.Getenv(swarmv1alpha1.EnvPodName)
+	}
+	if o.Namespace == "" {
+		o.Namespace = os.Getenv(swarmv1alpha1.EnvPodNamespace)
+	}
+	if o.Hive == "" {
+		o.Hive = os.Getenv(swarmv1alpha1.EnvHiveName)
+	}
+	if o.PodName == "" || o.Namespace == "" {
+		return ErrNoIdentity
+	}
+	if o.Concurrency <= 0 {
+		if v, err := strconv.Atoi(os.Getenv(swarmv1alpha1.EnvAgentConcurrency)); err == nil && v > 0 {
+			o.Concurrency = v
+		} else {
+			o.Concurrency = 1
+		}
+	}
+	if o.RunningAfter == 0 {
+		o.RunningAfter = time.Second
+	}
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = 20 * time.Second
+	}
+	if o.HealthAddr == "" {
+		o.HealthAddr = ":8080"
+	}
+	if o.Logger.GetSink() == nil {
+		o.Logger = logr.Discard()
+	}
+	if o.Config == nil {
+		cfg, err := config.GetConfig()
+		if err != nil {
+			return fmt.Errorf("agent: finding the API server: %w", err)
+		}
+		o.Config = cfg
+	}
+	if o.Client == nil {
+		c, err := client.New(o.Config, client.Options{Scheme: scheme})
+		if err != nil {
+			return fmt.Errorf("agent: creating a client: %w", err)
+		}
+		o.Client = c
+	}
+	return nil
+}

@@ -1,0 +1,359 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/pkg/agent"
+	"github.com/aihub-dev/hive-operator/test/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m, &env)) }
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "agent-"}}
+	if err := env.Client.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// bind creates a task already bound to a pod, as the dispatcher would leave it.
+func bind(t *testing.T, ns, name, pod string, mutate ...func(*swarmv1alpha1.Task)) *swarmv1alpha1.Task {
+	t.Helper()
+	task := &swarmv1alpha1.Task{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       swarmv1alpha1.TaskSpec{Hive: "h", Input: "in:" + name},
+	}
+	for _, m := range mutate {
+		m(task)
+	}
+	if err := env.Client.Create(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	base := task.DeepCopy()
+	now := metav1.NowMicro()
+	task.Status = swarmv1alpha1.TaskStatus{Phase: swarmv1alpha1.TaskAssigned, Agent: pod, Attempt: 1, AssignedAt: &now}
+	if err := env.Client.Status().Patch(context.Background(), task, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+func get(t *testing.T, ns, name string) *swarmv1alpha1.Task {
+	t.Helper()
+	task := &swarmv1alpha1.Task{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, task); err != nil {
+		t.Fatalf("reading %s: %v", name, err)
+	}
+	return task
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitPhase(t *testing.T, ns, name string, phase swarmv1alpha1.TaskPhase) *swarmv1alpha1.Task {
+	t.Helper()
+	var task *swarmv1alpha1.Task
+	waitFor(t, name+" to be "+string(phase), func() bool {
+		task = get(t, ns, name)
+		return task.Status.Phase == phase
+	})
+	return task
+}
+
+// runAgent runs an agent for a pod until the test ends, and returns a function that stops
+// it gracefully and waits.
+func runAgent(t *testing.T, ns, pod string, h agent.Handler, mutate ...func(*agent.Options)) (stop func()) {
+	t.Helper()
+	opts := agent.Options{Config: env.Config, PodName: pod, Namespace: ns, HealthAddr: "0", Concurrency: 2}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, opts, h) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent returned %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestRunNeedsAnIdentity(t *testing.T) {
+	t.Setenv(swarmv1alpha1.EnvPodName, "")
+	t.Setenv(swarmv1alpha1.EnvPodNamespace, "")
+	if err := agent.Run(context.Background(), agent.Options{}, nil); !errors.Is(err, agent.ErrNoIdentity) {
+		t.Fatalf("Run without identity = %v", err)
+	}
+}
+
+func TestOutcomesAreWrittenBack(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	var reassigned atomic.Bool
+	runAgent(t, ns, "pod-a", func(ctx context.Context, task *agent.Task) (string, error) {
+		switch task.Name {
+		case "slow":
+			time.Sleep(400 * time.Millisecond)
+		case "fails":
+			return "", errors.New("model overloaded")
+		case "huge":
+			return strings.Repeat("x", swarmv1alpha1.MaxResultLength+1), nil
+		case "panics":
+			panic("boom")
+		case "reassigned":
+			<-ctx.Done()
+			reassigned.Store(true)
+			return "too late", nil
+		}
+		return strings.ToUpper(task.Input), nil
+	}, func(o *agent.Options) { o.RunningAfter = 100 * time.Millisecond; o.Concurrency = 4 })
+
+	bind(t, ns, "quick", "pod-a")
+	quick := waitPhase(t, ns, "quick", swarmv1alpha1.TaskSucceeded)
+	if quick.Status.Result != "IN:QUICK" || quick.Status.StartedAt != nil || quick.Status.FinishedAt == nil {
+		t.Errorf("quick task status %+v; a quick task skips Running", quick.Status)
+	}
+
+	bind(t, ns, "slow", "pod-a")
+	slow := waitPhase(t, ns, "slow", swarmv1alpha1.TaskSucceeded)
+	if slow.Status.StartedAt == nil {
+		t.Error("a task that outlasted RunningAfter was never marked Running")
+	}
+
+	retry := func(task *swarmv1alpha1.Task) { task.Spec.MaxRetries = ptr.To[int32](2) }
+	bind(t, ns, "fails", "pod-a", retry)
+	failed := waitPhase(t, ns, "fails", swarmv1alpha1.TaskPending)
+	if failed.Status.Agent != "" || failed.Status.NotBefore == nil || !strings.Contains(failed.Status.Message, "model overloaded") {
+		t.Errorf("failed attempt with retries left: %+v", failed.Status)
+	}
+
+	bind(t, ns, "huge", "pod-a", func(task *swarmv1alpha1.Task) { task.Spec.MaxRetries = ptr.To[int32](0) })
+	huge := waitPhase(t, ns, "huge", swarmv1alpha1.TaskFailed)
+	if !strings.Contains(huge.Status.Message, "exceeds the limit") || huge.Status.Result != "" {
+		t.Errorf("oversized result: %+v", huge.Status)
+	}
+
+	bind(t, ns, "panics", "pod-a", func(task *swarmv1alpha1.Task) { task.Spec.MaxRetries = ptr.To[int32](0) })
+	if p := waitPhase(t, ns, "panics", swarmv1alpha1.TaskFailed); !strings.Contains(p.Status.Message, "handler panicked: boom") {
+		t.Errorf("panicking handler: %q", p.Status.Message)
+	}
+
+	// The operator takes a task away (its agent was thought lost): the handler is stopped
+	// and its late result is not written.
+	task := bind(t, ns, "reassigned", "pod-a")
+	time.Sleep(300 * time.Millisecond)
+	task = get(t, ns, task.Name)
+	base := task.DeepCopy()
+	task.Status.Phase, task.Status.Agent = swarmv1alpha1.TaskPending, ""
+	if err := env.Client.Status().Patch(context.Background(), task, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reassigned handler to stop", reassigned.Load)
+	time.Sleep(200 * time.Millisecond)
+	if got := get(t, ns, "reassigned"); got.Status.Phase != swarmv1alpha1.TaskPending || got.Status.Result != "" {
+		t.Errorf("the agent wrote a task that was no longer its own: %+v", got.Status)
+	}
+}
+
+func TestCancelAndDeleteStopTheHandler(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	stopped := make(chan string, 2)
+	runAgent(t, ns, "pod-b", func(ctx context.Context, task *agent.Task) (string, error) {
+		<-ctx.Done()
+		stopped <- task.Name
+		return "", ctx.Err()
+	})
+	bind(t, ns, "cancel-me", "pod-b")
+	bind(t, ns, "delete-me", "pod-b")
+	time.Sleep(300 * time.Millisecond)
+
+	task := get(t, ns, "cancel-me")
+	base := task.DeepCopy()
+	task.Spec.Cancel = true
+	if err := env.Client.Patch(context.Background(), task, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	if c := waitPhase(t, ns, "cancel-me", swarmv1alpha1.TaskCancelled); !strings.Contains(c.Status.Message, "cancelled while running on agent pod-b") {
+		t.Errorf("cancel message %q", c.Status.Message)
+	}
+	if err := env.Client.Delete(context.Background(), get(t, ns, "delete-me")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case name := <-stopped:
+			got[name] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("handlers stopped: %v", got)
+		}
+	}
+}
+
+func TestConcurrencyIsHonoured(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	var running, peak atomic.Int32
+	runAgent(t, ns, "pod-c", func(context.Context, *agent.Task) (string, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(150 * time.Millisecond)
+		return "ok", nil
+	}, func(o *agent.Options) { o.Concurrency = 2 })
+	for i := range 6 {
+		bind(t, ns, fmt.Sprintf("c-%d", i), "pod-c")
+	}
+	for i := range 6 {
+		waitPhase(t, ns, fmt.Sprintf("c-%d", i), swarmv1alpha1.TaskSucceeded)
+	}
+	if p := peak.Load(); p != 2 {
+		t.Errorf("peak concurrency %d, want 2", p)
+	}
+}
+
+func TestShutdownFinishesOrReleasesWork(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	stop := runAgent(t, ns, "pod-d", func(ctx context.Context, task *agent.Task) (string, error) {
+		d := 100 * time.Millisecond
+		if task.Name == "long" {
+			d = time.Hour
+		}
+		select {
+		case <-time.After(d):
+			return "finished", nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}, func(o *agent.Options) { o.ShutdownGrace = 500 * time.Millisecond; o.RunningAfter = -1 })
+	bind(t, ns, "short", "pod-d")
+	bind(t, ns, "long", "pod-d")
+	waitPhase(t, ns, "long", swarmv1alpha1.TaskRunning)
+	start := time.Now()
+	stop()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %v with a grace of 500ms", took)
+	}
+	if s := get(t, ns, "short"); s.Status.Phase != swarmv1alpha1.TaskSucceeded {
+		t.Errorf("a task that fits in the grace was not finished: %+v", s.Status)
+	}
+	l := get(t, ns, "long")
+	if l.Status.Phase != swarmv1alpha1.TaskPending || l.Status.Agent != "" || !strings.Contains(l.Status.Message, "shutting down") {
+		t.Errorf("a task that outlasts the grace was not released: %+v", l.Status)
+	}
+}
+
+func TestDependencyResults(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	for name, result := range map[string]string{"up-1": "a", "up-2": "b"} {
+		task := bind(t, ns, name, "nobody")
+		base := task.DeepCopy()
+		task.Status.Phase, task.Status.Result = swarmv1alpha1.TaskSucceeded, result
+		if err := env.Client.Status().Patch(context.Background(), task, client.MergeFrom(base)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runAgent(t, ns, "pod-e", func(ctx context.Context, task *agent.Task) (string, error) {
+		res, err := task.DependencyResults(ctx)
+		if err != nil {
+			return "", err
+		}
+		return res["up-1"] + res["up-2"] + fmt.Sprint(task.Object().Spec.DependsOn), nil
+	})
+	bind(t, ns, "down", "pod-e", func(task *swarmv1alpha1.Task) { task.Spec.DependsOn = []string{"up-1", "up-2"} })
+	if got := waitPhase(t, ns, "down", swarmv1alpha1.TaskSucceeded).Status.Result; got != "ab[up-1 up-2]" {
+		t.Errorf("result %q", got)
+	}
+	bind(t, ns, "orphan", "pod-e", func(task *swarmv1alpha1.Task) {
+		task.Spec.DependsOn = []string{"missing"}
+		task.Spec.MaxRetries = ptr.To[int32](0)
+	})
+	if got := waitPhase(t, ns, "orphan", swarmv1alpha1.TaskFailed).Status.Message; !strings.Contains(got, "reading dependency missing") {
+		t.Errorf("message %q", got)
+	}
+}
+
+func TestHealthEndpoints(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	stop := runAgent(t, ns, "pod-f", func(context.Context, *agent.Task) (string, error) { return "", nil },
+		func(o *agent.Options) { o.HealthAddr = addr })
+	status := func(path string) int {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, "readiness", func() bool { return status("/readyz") == http.StatusOK })
+	if got := status("/healthz"); got != http.StatusOK {
+		t.Errorf("/healthz = %d", got)
+	}
+	stop()
+	if got := status("/readyz"); got == http.StatusOK {
+		t.Errorf("/readyz = %d after shutdown", got)
+	}
+}
+
+func TestUnreachableAPIServer(t *testing.T) {
+	testenv.Require(t, env)
+	cfg := *env.Config
+	cfg.Host = "https://127.0.0.1:1"
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	err := agent.Run(ctx, agent.Options{Config: &cfg, PodName: "p", Namespace: "n", HealthAddr: "0"}, nil)
+	if err == nil || apierrors.IsNotFound(err) {
+		t.Fatalf("Run against no API server = %v; want an error saying the watch did not sync", err)
+	}
+}
