@@ -11,6 +11,7 @@ GOLANGCI_LINT ?= go tool -modfile=hack/tools/lint/go.mod golangci-lint
 GOTESTSUM ?= $(GO_TOOL) gotestsum
 
 IMG ?= ghcr.io/aihub-dev/hive-operator:dev
+AGENT_IMG ?= ghcr.io/aihub-dev/hive-agent:dev
 CONTAINER_TOOL ?= docker
 
 # Packages whose coverage the project tracks.
@@ -105,5 +106,6 @@ uninstall: ## Remove the CRDs (and so every hive and task) from the cluster.
 	kubectl delete --ignore-not-found -f $(CRD_DIR)
 
 .PHONY: docker-build
-docker-build: ## Build the manager image (needs a container engine).
+docker-build: ## Build the manager and reference agent images (needs a container engine).
 	$(CONTAINER_TOOL) build --target manager -t $(IMG) .
+	$(CONTAINER_TOOL) build --target agent -t $(AGENT_IMG) .

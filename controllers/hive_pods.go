@@ -84,7 +84,7 @@ func (r *HiveReconciler) carryOut(ctx context.Context, hive *swarmv1alpha1.Hive,
 		r.Recorder.Eventf(hive, nil, corev1.EventTypeNormal, "AgentsCreated", "Create", "Created %s of revision %s", countAgents(len(created)), spec.UpdateRevision)
 	}
 	if err != nil {
-		r.recordCreateFailure(hive, err)
+		r.recordCreateFailure(hive, err, len(created) > 0)
 		r.Recorder.Eventf(hive, nil, corev1.EventTypeWarning, "PodCreateFailed", "Create", "Creating an agent pod failed: %v", err)
 		return err, writeErr
 	}
@@ -164,12 +164,15 @@ func deleteNote(reason pool.DeleteReason) string {
 	return string(reason)
 }
 
-func (r *HiveReconciler) recordCreateFailure(hive *swarmv1alpha1.Hive, err error) {
+// recordCreateFailure counts a failed creation attempt. Only attempts that created nothing
+// grow the backoff: a refused template fails every time, while a passing error (a server
+// hiccup) in an attempt that made progress should not slow the next one.
+func (r *HiveReconciler) recordCreateFailure(hive *swarmv1alpha1.Hive, err error, progressed bool) {
 	key := client.ObjectKeyFromObject(hive)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := r.createFailures[key]
-	if f.generation != hive.Generation {
+	if f.generation != hive.Generation || progressed {
 		f = createFailure{generation: hive.Generation}
 	}
 	f.count++

@@ -78,6 +78,11 @@ type Options struct {
 	Logger logr.Logger
 }
 
+// MaxErrorLength is how much of a handler's error the agent stores in the task's message,
+// in bytes: handlers that quote output should keep the part that explains the failure
+// within it.
+const MaxErrorLength = 4096
+
 // ErrNoIdentity is returned by Run when the pod name or namespace is unknown.
 var ErrNoIdentity = errors.New("agent: no pod name or namespace: set Options or the POD_NAME and POD_NAMESPACE environment variables")
 

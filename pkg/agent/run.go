@@ -360,7 +360,7 @@ func (r *runner) finish(a *attempt, result string, err error) {
 		})
 	case err != nil:
 		r.write(a, "fail", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
-			s := lifecycle.FailAttempt(t, swarmv1alpha1.ReasonAgentFailed, lifecycle.Truncate(err.Error(), 4096), now)
+			s := lifecycle.FailAttempt(t, swarmv1alpha1.ReasonAgentFailed, lifecycle.Truncate(err.Error(), MaxErrorLength), now)
 			return &s, true
 		})
 	case len(result) > swarmv1alpha1.MaxResultLength:
