@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,11 +20,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/internal/dispatch"
 	"github.com/aihub-dev/hive-operator/internal/lifecycle"
+	"github.com/aihub-dev/hive-operator/internal/metrics"
 	"github.com/aihub-dev/hive-operator/internal/revision"
 )
 
@@ -43,6 +46,9 @@ type Dispatcher struct {
 	Observer BindObserver
 
 	ledger *dispatch.Ledger
+	// seen holds when the dispatcher first saw each task it has not bound yet: creation
+	// timestamps have only second precision, too coarse for millisecond queue waits.
+	seen sync.Map
 }
 
 // BindObserver is told about binds, for metrics.
@@ -69,7 +75,9 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	tasks := &swarmv1alpha1.TaskList{}
-	if err := d.Client.List(ctx, tasks, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name}); err != nil {
+	// The listed tasks are read, and copied before any change: skip the cache's copies.
+	if err := d.Client.List(ctx, tasks, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing the hive's tasks: %w", err)
 	}
 	versions := make(map[types.UID]string, len(tasks.Items))
@@ -94,7 +102,9 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	bindings := dispatch.Assign(queue, agents)
-	if err := d.bind(ctx, hive, bindings, byUID, now); err != nil {
+	err = d.bind(ctx, hive, bindings, byUID, now)
+	metrics.LedgerBinds.Set(float64(d.ledger.Size()))
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: wait}, nil
@@ -194,6 +204,53 @@ func (d *Dispatcher) agents(ctx context.Context, hive *swarmv1alpha1.Hive, tasks
 
 func agentKey(namespace, pod string) string { return namespace + "/" + pod }
 
+// queuedSince is when a task entered the queue, as precisely as the dispatcher knows it: the
+// requeue time for a retry, else when the dispatcher first saw the task, else its creation.
+func (d *Dispatcher) queuedSince(t *swarmv1alpha1.Task) time.Time {
+	if t.Status.QueuedAt != nil {
+		return t.Status.QueuedAt.Time
+	}
+	if v, ok := d.seen.Load(t.UID); ok {
+		return v.(time.Time)
+	}
+	return t.CreationTimestamp.Time
+}
+
+// taskHandler enqueues a task's hive, and notes when a new task was first seen.
+func (d *Dispatcher) taskHandler() handler.TypedEventHandler[client.Object, reconcile.Request] {
+	enqueue := func(obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		for _, req := range taskToHive(context.Background(), obj) {
+			q.Add(req)
+		}
+	}
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if t, ok := e.Object.(*swarmv1alpha1.Task); ok && lifecycle.IsQueued(t) {
+				// A task created within the last moments was created about now; an older one
+				// is from before this dispatcher started, and its timestamp is good enough.
+				now := d.Now()
+				if now.Sub(t.CreationTimestamp.Time) < 2*time.Second {
+					d.seen.Store(t.UID, now)
+				}
+			}
+			enqueue(e.Object, q)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if t, ok := e.ObjectNew.(*swarmv1alpha1.Task); ok && t.Status.Phase.Finished() {
+				d.seen.Delete(t.UID) // finished without a bind: cancelled, or its dependency failed
+			}
+			enqueue(e.ObjectNew, q)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			d.seen.Delete(e.Object.GetUID())
+			enqueue(e.Object, q)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.Object, q)
+		},
+	}
+}
+
 // bind writes the bindings, BindConcurrency at a time. Each is one status patch guarded by
 // the task's resourceVersion, counted in the ledger from before it is sent. A conflict means
 // the task changed since the cache showed it (cancelled, deleted, or the cache was stale):
@@ -227,8 +284,9 @@ func (d *Dispatcher) bind(ctx context.Context, hive *swarmv1alpha1.Hive, binding
 					continue
 				}
 				if d.Observer != nil {
-					d.Observer.Bound(hive.Namespace, hive.Name, now.Sub(lifecycle.QueuedSince(t)))
+					d.Observer.Bound(hive.Namespace, hive.Name, now.Sub(d.queuedSince(t)))
 				}
+				d.seen.Delete(t.UID)
 			}
 		})
 	}
@@ -258,7 +316,7 @@ func (d *Dispatcher) SetupWithManager(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("dispatcher").
 		For(&swarmv1alpha1.Hive{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&swarmv1alpha1.Task{}, handler.EnqueueRequestsFromMapFunc(taskToHive), builder.WithPredicates(slotOrQueueChanged())).
+		Watches(&swarmv1alpha1.Task{}, d.taskHandler(), builder.WithPredicates(slotOrQueueChanged())).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToHive), builder.WithPredicates(agentAvailabilityChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: d.MaxConcurrentReconciles}).
 		Complete(d)

@@ -49,6 +49,8 @@ type HiveReconciler struct {
 	StatusInterval time.Duration
 	// MaxConcurrentReconciles is the number of hives reconciled at once. Default 2.
 	MaxConcurrentReconciles int
+	// Observer, when set, is told of scale events and rollouts (for metrics).
+	Observer HiveObserver
 
 	expectations *expectations.Store
 
@@ -59,6 +61,15 @@ type HiveReconciler struct {
 	// foreign remembers objects a hive would create whose names are taken by objects it
 	// does not own, so it does not try again on every pass.
 	foreign map[types.NamespacedName]map[string]bool
+	scale   map[types.NamespacedName]scaleState
+}
+
+// HiveObserver is told of a hive's scale events and rollouts, for metrics.
+type HiveObserver interface {
+	// Scaled is called when the autoscaler changes a hive's replicas ("up" or "down").
+	Scaled(namespace, hive, direction string)
+	// RolloutStarted is called when a hive starts rolling out a new revision.
+	RolloutStarted(namespace, hive string)
 }
 
 // createFailure remembers failed pod creations of a hive, to back off while its template
@@ -130,6 +141,19 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 	}
 	busy, queued, running := taskCounts(tasks)
 
+	var (
+		scaling      *hivestatus.Scaling
+		scaleRequeue time.Duration
+	)
+	if hive.Spec.Autoscaling != nil {
+		var n int32
+		if n, scaling, scaleRequeue, err = r.autoscale(ctx, hive, queued, running, len(busy), now); err != nil {
+			return ctrl.Result{}, err
+		}
+		hive.Spec.Replicas = &n
+	} else {
+		r.forgetScale(key)
+	}
 	replicas := int(ptrValue(hive.Spec.Replicas, 1))
 	surge, unavailable, err := pool.ResolveRollout(hive.Spec.Rollout.MaxSurge, hive.Spec.Rollout.MaxUnavailable, replicas)
 	if err != nil {
@@ -162,7 +186,7 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 		QueuedTasks:    queued,
 		RunningTasks:   running,
 		CreateError:    createErr,
-		Autoscaling:    hive.Spec.Autoscaling != nil,
+		Scaling:        scaling,
 		Now:            now,
 	})
 	if err := r.ensurePDB(ctx, hive); err != nil {
@@ -178,7 +202,7 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 	}
 
 	result := ctrl.Result{RequeueAfter: plan.RequeueAfter}
-	for _, d := range []time.Duration{statusWait, r.createBackoff(key, now)} {
+	for _, d := range []time.Duration{statusWait, r.createBackoff(key, now), scaleRequeue} {
 		if d > 0 && (result.RequeueAfter == 0 || d < result.RequeueAfter) {
 			result.RequeueAfter = d
 		}
@@ -218,7 +242,9 @@ func (r *HiveReconciler) agentPods(ctx context.Context, hive *swarmv1alpha1.Hive
 // activeTasks returns the hive's tasks that have not finished.
 func (r *HiveReconciler) activeTasks(ctx context.Context, hive *swarmv1alpha1.Hive) ([]swarmv1alpha1.Task, error) {
 	list := &swarmv1alpha1.TaskList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name}); err != nil {
+	// Read only: skip the cache's copies, which would cost one per task per reconcile.
+	if err := r.Client.List(ctx, list, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the hive's tasks: %w", err)
 	}
 	return list.Items, nil
@@ -288,6 +314,9 @@ func (r *HiveReconciler) statusEvents(hive *swarmv1alpha1.Hive, prev, cur *swarm
 	if prev.UpdateRevision != "" && prev.UpdateRevision != cur.UpdateRevision {
 		r.Recorder.Eventf(hive, nil, corev1.EventTypeNormal, "RolloutStarted", "Rollout",
 			"Rolling out revision %s to %d agents", cur.UpdateRevision, cur.DesiredReplicas)
+		if r.Observer != nil {
+			r.Observer.RolloutStarted(hive.Namespace, hive.Name)
+		}
 	}
 	if prev.CurrentRevision != "" && prev.CurrentRevision != cur.CurrentRevision {
 		r.Recorder.Eventf(hive, nil, corev1.EventTypeNormal, "RolloutComplete", "Rollout",
@@ -303,6 +332,7 @@ func (r *HiveReconciler) forget(key types.NamespacedName) {
 	delete(r.createFailures, key)
 	delete(r.released, key)
 	delete(r.foreign, key)
+	delete(r.scale, key)
 }
 
 func (r *HiveReconciler) now() time.Time { return r.Now() }
@@ -323,6 +353,7 @@ func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.createFailures = map[types.NamespacedName]createFailure{}
 	r.released = map[types.NamespacedName][]*corev1.Pod{}
 	r.foreign = map[types.NamespacedName]map[string]bool{}
+	r.scale = map[types.NamespacedName]scaleState{}
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 2
 	}

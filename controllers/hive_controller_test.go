@@ -12,6 +12,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -684,4 +685,66 @@ func TestHiveLeavesAForeignDisruptionBudgetAlone(t *testing.T) {
 	if len(got.OwnerReferences) != 0 || got.Spec.MaxUnavailable != nil || got.Spec.MinAvailable.IntValue() != 0 {
 		t.Errorf("the foreign budget was changed: %+v", got)
 	}
+}
+
+func TestAgentsRunAsTheTemplatesServiceAccount(t *testing.T) {
+	ns := namespace(t)
+	startKubelet(t, ns, 0)
+	startOperator(t)
+	create(t, makeHive(ns, "own").replicas(1).obj())
+	custom := makeHive(ns, "custom").replicas(1).obj()
+	custom.Spec.Template.Spec.ServiceAccountName = "model-reader"
+	create(t, custom)
+	waitForAgents(t, ns, "own", 1, 20*time.Second)
+	pod := waitForAgents(t, ns, "custom", 1, 20*time.Second)[0]
+	if pod.Spec.ServiceAccountName != "model-reader" {
+		t.Errorf("pod runs as %q", pod.Spec.ServiceAccountName)
+	}
+	sa := &corev1.ServiceAccount{}
+	if err := env2Get(t, ns, "own-agent", sa); err != nil {
+		t.Errorf("no service account for the hive without one: %v", err)
+	}
+	if err := env2Get(t, ns, "custom-agent", sa); err == nil {
+		t.Error("a service account was made for a hive whose template names one")
+	}
+	subject := func() (string, error) {
+		b := &rbacv1.RoleBinding{}
+		if err := env2Get(t, ns, "custom-agent", b); err != nil {
+			return "", err
+		}
+		if len(b.Subjects) != 1 {
+			return "", fmt.Errorf("subjects %+v", b.Subjects)
+		}
+		return b.Subjects[0].Name, nil
+	}
+	if name, err := subject(); err != nil || name != "model-reader" {
+		t.Errorf("the agents' role is bound to %q (%v)", name, err)
+	}
+	// Another account in the template: the binding follows it.
+	patchHive(t, ns, "custom", func(h *swarmv1alpha1.Hive) { h.Spec.Template.Spec.ServiceAccountName = "other" })
+	eventually(t, 20*time.Second, func() error {
+		if name, err := subject(); err != nil || name != "other" {
+			return fmt.Errorf("bound to %q: %w", name, err)
+		}
+		return nil
+	})
+	role := &rbacv1.Role{}
+	if err := env2Get(t, ns, "custom-agent", role); err != nil {
+		t.Fatal(err)
+	}
+	base := role.DeepCopy()
+	role.Rules = nil
+	if err := env.Client.Patch(t.Context(), role, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	patchHive(t, ns, "custom", func(h *swarmv1alpha1.Hive) { h.Spec.Replicas = ptr.To[int32](2) })
+	eventually(t, 20*time.Second, func() error {
+		if err := env2Get(t, ns, "custom-agent", role); err != nil {
+			return err
+		}
+		if len(role.Rules) != 2 {
+			return fmt.Errorf("role rules %+v were not restored", role.Rules)
+		}
+		return nil
+	})
 }

@@ -14,7 +14,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/metrics"
 )
 
 // Options configure the operator's controllers.
@@ -63,6 +66,13 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
+	metrics.State.SetReader(mgr.GetCache())
+	if err := metrics.Register(ctrlmetrics.Registry); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	if err := mgr.Add(taskTransitions{cache: mgr.GetCache()}); err != nil {
+		return fmt.Errorf("adding the task metrics: %w", err)
+	}
 	hives := &HiveReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -71,6 +81,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		DrainSettle:             o.DrainSettle,
 		StatusInterval:          o.StatusInterval,
 		MaxConcurrentReconciles: o.HiveConcurrency,
+		Observer:                metricsObserver{},
 	}
 	if err := hives.SetupWithManager(mgr); err != nil {
 		return err
@@ -80,6 +91,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Now:                     o.Now,
 		BindConcurrency:         o.BindConcurrency,
 		MaxConcurrentReconciles: o.DispatchConcurrency,
+		Observer:                metricsObserver{},
 	}
 	if err := dispatcher.SetupWithManager(mgr); err != nil {
 		return err
@@ -91,6 +103,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		AgentLostGrace:          o.AgentLostGrace,
 		TimeoutGrace:            o.TimeoutGrace,
 		MaxConcurrentReconciles: o.TaskConcurrency,
+		Observer:                metricsObserver{},
 	}
 	return tasks.SetupWithManager(mgr)
 }

@@ -59,18 +59,27 @@ type operator struct {
 	done   chan error
 	// err is what the manager returned when it stopped.
 	err error
+	// elected is closed when the manager becomes leader (at once without leader election).
+	elected <-chan struct{}
 }
 
 // startOperator starts a manager with the project's controllers and stops it when the test
 // ends. Tests of the pool use a short drain settle and status interval to run quickly.
 func startOperator(t *testing.T, mutate ...func(*Options)) *operator {
 	t.Helper()
+	return startOperatorWith(t, nil, mutate...)
+}
+
+// startOperatorWith starts an operator whose manager options mgrOpts may change (leader
+// election, a metrics endpoint).
+func startOperatorWith(t *testing.T, mgrOpts func(*ctrl.Options), mutate ...func(*Options)) *operator {
+	t.Helper()
 	o := Options{DrainSettle: 200 * time.Millisecond, StatusInterval: 300 * time.Millisecond}
 	for _, m := range mutate {
 		m(&o)
 	}
 	op := &operator{writes: &writeCounter{}, done: make(chan error, 1)}
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	opts := ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Cache:                  CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -118,10 +127,15 @@ func startOperator(t *testing.T, mutate ...func(*Options)) *operator {
 				},
 			}), nil
 		},
-	})
+	}
+	if mgrOpts != nil {
+		mgrOpts(&opts)
+	}
+	mgr, err := ctrl.NewManager(env.Config, opts)
 	if err != nil {
 		t.Fatalf("creating the manager: %v", err)
 	}
+	op.elected = mgr.Elected()
 	ctx, cancel := context.WithCancel(context.Background())
 	op.cancel = cancel
 	if err := Setup(ctx, mgr, o); err != nil {

@@ -148,10 +148,12 @@ func agentState(pod *corev1.Pod) lifecycle.AgentState {
 	// period. Its tasks are requeued once the pod is gone.
 	s := lifecycle.AgentState{Found: true, Ready: agentpod.IsReady(pod), Finished: agentpod.IsFinished(pod)}
 	if !s.Ready {
-		s.NotReadySince = pod.CreationTimestamp.Time
+		// Pod timestamps carry whole seconds: count from the end of that second, so the
+		// grace is never cut short.
+		s.NotReadySince = pod.CreationTimestamp.Add(time.Second)
 		for _, c := range pod.Status.Conditions {
 			if c.Type == corev1.PodReady && !c.LastTransitionTime.IsZero() {
-				s.NotReadySince = c.LastTransitionTime.Time
+				s.NotReadySince = c.LastTransitionTime.Add(time.Second)
 			}
 		}
 	}

@@ -603,3 +603,61 @@ func TestTaskWaitsForItsHiveAndReportsWhatIsMissing(t *testing.T) {
 		return nil
 	})
 }
+
+// fleetFor runs real agents for the pods of a hive until the test ends.
+func fleetFor(t *testing.T, ns, hive string, behave behaviour) *fleet.Fleet {
+	t.Helper()
+	f := &fleet.Fleet{Config: env.Config, Client: env.Client, Namespace: ns, Hive: hive,
+		Handler: func(pod string) agent.Handler {
+			return func(ctx context.Context, task *agent.Task) (string, error) { return behave(ctx, pod, task) }
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	f.Start(ctx)
+	return f
+}
+
+func TestTasksOfAnAgentThatStopsBeingReadyOrFailsAreRequeued(t *testing.T) {
+	ns := namespace(t)
+	k := startKubelet(t, ns, 0)
+	w := &world{t: t, ns: ns, hive: "sickly"}
+	w.op = startOperator(t, func(o *Options) { o.AgentLostGrace = 2 * time.Second })
+	create(t, hiveOf(ns, "sickly", 2, 1))
+	waitForAgents(t, ns, "sickly", 2, 20*time.Second)
+	// No agents run: the tasks stay bound, as if their agents had hung.
+	for _, name := range []string{"on-unready", "on-failed"} {
+		w.submit(name)
+	}
+	bound := map[string]string{}
+	eventually(t, 20*time.Second, func() error {
+		for _, name := range []string{"on-unready", "on-failed"} {
+			task := w.get(name)
+			if !task.Status.Phase.Bound() {
+				return fmt.Errorf("%s is %s", name, task.Status.Phase)
+			}
+			bound[name] = task.Status.Agent
+		}
+		return nil
+	})
+	if bound["on-unready"] == bound["on-failed"] {
+		t.Fatalf("both tasks on %s", bound["on-unready"])
+	}
+	k.Hold(bound["on-unready"], true)
+	if err := k.Fail(context.Background(), bound["on-failed"]); err != nil {
+		t.Fatal(err)
+	}
+	heldAt := time.Now()
+	for name, why := range map[string]string{"on-unready": "has not been ready for", "on-failed": "stopped"} {
+		eventually(t, 20*time.Second, func() error {
+			task := w.get(name)
+			c := meta.FindStatusCondition(task.Status.Conditions, swarmv1alpha1.TaskAttemptFailed)
+			if c == nil || c.Reason != swarmv1alpha1.ReasonAgentLost || !strings.Contains(c.Message, why) {
+				return fmt.Errorf("%s: phase %s, AttemptFailed %+v", name, task.Status.Phase, c)
+			}
+			return nil
+		})
+	}
+	if took := time.Since(heldAt); took < 2*time.Second {
+		t.Errorf("the unready agent's task was requeued after %v, inside the 2s grace", took)
+	}
+}

@@ -8,13 +8,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
+	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -26,32 +30,77 @@ import (
 
 // options are the manager's command-line flags.
 type options struct {
-	metricsAddr          string
-	metricsSecure        bool
-	probeAddr            string
+	metricsAddr   string
+	metricsSecure bool
+	enableHTTP2   bool
+	probeAddr     string
+	pprofAddr     string
+
 	leaderElect          bool
 	leaderElectNamespace string
-	enableHTTP2          bool
-	zap                  zap.Options
+	leaseDuration        time.Duration
+	renewDeadline        time.Duration
+	retryPeriod          time.Duration
+
+	namespaces string
+	qps        float64
+	burst      int
+
+	controllers controllers.Options
+	zap         zap.Options
+}
+
+// inCluster reports whether the manager runs in a pod, where leader election is on by
+// default (several replicas may run); a manager run from a laptop elects no leader.
+func inCluster() bool {
+	_, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/token")
+	return os.Getenv("KUBERNETES_SERVICE_HOST") != "" && err == nil
 }
 
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
-	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443",
-		"Address the metrics endpoint binds to; 0 disables it.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
 	fs.BoolVar(&o.metricsSecure, "metrics-secure", true,
-		"Serve metrics over HTTPS, allowing only callers authorised to get /metrics; false serves plain HTTP for local runs.")
-	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
-	fs.BoolVar(&o.leaderElect, "leader-elect", true,
-		"Elect a leader with a Lease so that only one of several replicas works at a time.")
-	fs.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "",
-		"Namespace of the leader-election Lease; defaults to the namespace the manager runs in.")
+		"Serve metrics over HTTPS to callers authorised to get /metrics (authenticated and authorised by the API server); false serves plain HTTP for local runs.")
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
 		"Serve metrics over HTTP/2; off by default against the HTTP/2 rapid-reset and stream-cancellation attacks.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address /healthz and /readyz bind to.")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address Go's pprof profiles are served on, for profiling; empty disables them.")
+
+	fs.BoolVar(&o.leaderElect, "leader-elect", inCluster(),
+		"Elect a leader with a Lease so that only one of several replicas works at a time (default: on when running in a cluster).")
+	fs.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "",
+		"Namespace of the leader-election Lease; defaults to the namespace the manager runs in.")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second,
+		"How long a standby waits after the leader's last renewal before taking over.")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second,
+		"How long the leader retries renewing its lease before it stops working.")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often candidates try to acquire or renew the lease.")
+
+	fs.StringVar(&o.namespaces, "namespaces", "",
+		"Comma-separated namespaces whose hives and tasks the operator manages; empty for all.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 300, "Requests per second the operator may make to the API server.")
+	fs.IntVar(&o.burst, "kube-api-burst", 600, "Requests the operator may make in a burst above --kube-api-qps.")
+
+	fs.IntVar(&o.controllers.HiveConcurrency, "hive-concurrency", 2, "Hives whose pods are reconciled at once.")
+	fs.IntVar(&o.controllers.DispatchConcurrency, "dispatch-concurrency", 4, "Hives whose queues are dispatched at once.")
+	fs.IntVar(&o.controllers.BindConcurrency, "bind-concurrency", 16, "Binds in flight at once for one hive.")
+	fs.IntVar(&o.controllers.TaskConcurrency, "task-concurrency", 8, "Tasks whose lifecycle is reconciled at once.")
+	fs.DurationVar(&o.controllers.AgentLostGrace, "agent-lost-grace", 15*time.Second,
+		"How long an agent may stay not ready before its tasks are requeued.")
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("parsing flags: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: every setting is a --flag", fs.Args())
+	}
+	if o.qps <= 0 || o.burst <= 0 {
+		return nil, errors.New("--kube-api-qps and --kube-api-burst must be positive")
+	}
+	if o.leaderElect && (o.leaseDuration <= o.renewDeadline || o.renewDeadline <= o.retryPeriod || o.retryPeriod <= 0) {
+		return nil, errors.New("leader election needs --leader-elect-lease-duration > --leader-elect-renew-deadline > --leader-elect-retry-period > 0")
 	}
 	return o, nil
 }
@@ -77,7 +126,8 @@ func main() {
 	}
 }
 
-// run starts the manager and blocks until ctx is cancelled or the manager fails.
+// run starts the manager and blocks until ctx is cancelled (then shuts down gracefully
+// within the manager's grace period) or the manager fails.
 func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	log := ctrl.Log.WithName("setup")
 
@@ -85,43 +135,66 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(swarmv1alpha1.AddToScheme(scheme))
 
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+
 	var tlsOpts []func(*tls.Config)
 	if !o.enableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
-	metricsOpts := metricsserver.Options{
-		BindAddress:   o.metricsAddr,
-		SecureServing: o.metricsSecure,
-		TLSOpts:       tlsOpts,
-	}
+	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.metricsSecure, TLSOpts: tlsOpts}
 	if o.metricsSecure {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
+	cacheOpts := controllers.CacheOptions()
+	if o.namespaces != "" {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range strings.Split(o.namespaces, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+			}
+		}
+	}
+
+	leaseDuration, renewDeadline, retryPeriod := o.leaseDuration, o.renewDeadline, o.retryPeriod
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Cache:                         controllers.CacheOptions(),
+		Cache:                         cacheOpts,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.probeAddr,
+		PprofBindAddress:              o.pprofAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "hive-operator.swarm.aihub.dev",
 		LeaderElectionNamespace:       o.leaderElectNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{}); err != nil {
+	if err := controllers.Setup(ctx, mgr, o.controllers); err != nil {
 		return fmt.Errorf("setting up the controllers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	// Ready once the caches have synced: a replica that has not seen the cluster yet should
+	// not receive traffic (metrics) nor count as available in a rollout of the operator.
+	if err := mgr.AddReadyzCheck("caches", func(req *http.Request) error {
+		syncCtx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(syncCtx) {
+			return errors.New("caches have not synced yet")
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 
-	log.Info("starting the manager")
+	log.Info("starting the manager", "leaderElection", o.leaderElect, "namespaces", o.namespaces)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}

@@ -27,11 +27,17 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// get polls url until it answers 200 or the deadline passes.
-func get(ctx context.Context, t *testing.T, url string) string {
+// get polls url until it answers 200 or the deadline passes. A manager that stops (done)
+// fails the test with its error rather than with a probe that never answers.
+func get(ctx context.Context, t *testing.T, url string, done <-chan error) string {
 	t.Helper()
 	var last error
 	for ctx.Err() == nil {
+		select {
+		case err := <-done:
+			t.Fatalf("the manager stopped while waiting for %s: %v", url, err)
+		default:
+		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
@@ -58,6 +64,7 @@ func TestManagerServesProbesAndMetrics(t *testing.T) {
 		"--metrics-bind-address=" + metrics,
 		"--metrics-secure=false",
 		"--leader-elect=false",
+		"--namespaces=default,kube-system",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -67,9 +74,9 @@ func TestManagerServesProbesAndMetrics(t *testing.T) {
 	go func() { done <- run(ctx, env.Config, o) }()
 
 	wait := testenv.Context(t, 30*time.Second)
-	get(wait, t, "http://"+probe+"/healthz")
-	get(wait, t, "http://"+probe+"/readyz")
-	if body := get(wait, t, "http://"+metrics+"/metrics"); !strings.Contains(body, "rest_client_requests_total") {
+	get(wait, t, "http://"+probe+"/healthz", done)
+	get(wait, t, "http://"+probe+"/readyz", done)
+	if body := get(wait, t, "http://"+metrics+"/metrics", done); !strings.Contains(body, "rest_client_requests_total") {
 		t.Errorf("metrics lack controller-runtime's client metrics:\n%.400s", body)
 	}
 
@@ -84,8 +91,41 @@ func TestManagerServesProbesAndMetrics(t *testing.T) {
 	}
 }
 
-func TestParseFlagsRejectsUnknownFlags(t *testing.T) {
-	if _, err := parseFlags([]string{"--no-such-flag"}); err == nil {
-		t.Fatal("an unknown flag was accepted")
+func TestParseFlags(t *testing.T) {
+	cases := map[string]struct {
+		args    []string
+		wantErr string
+		check   func(*options) bool
+	}{
+		"defaults": {check: func(o *options) bool {
+			return o.qps == 300 && o.burst == 600 && o.controllers.BindConcurrency == 16 && !o.leaderElect && o.metricsSecure
+		}},
+		"tuned": {
+			args: []string{"--namespaces=a, b", "--kube-api-qps=50", "--task-concurrency=3", "--leader-elect", "--zap-log-level=debug"},
+			check: func(o *options) bool {
+				return o.namespaces == "a, b" && o.qps == 50 && o.controllers.TaskConcurrency == 3 && o.leaderElect
+			},
+		},
+		"unknown flag":   {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined"},
+		"stray argument": {args: []string{"run"}, wantErr: "every setting is a --flag"},
+		"zero qps":       {args: []string{"--kube-api-qps=0"}, wantErr: "must be positive"},
+		"lease shorter than renew": {
+			args:    []string{"--leader-elect", "--leader-elect-lease-duration=5s", "--leader-elect-renew-deadline=10s"},
+			wantErr: "lease-duration > --leader-elect-renew-deadline",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			o, err := parseFlags(tc.args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !tc.check(o) {
+				t.Fatalf("parseFlags(%v) = %+v, %v", tc.args, o, err)
+			}
+		})
 	}
 }

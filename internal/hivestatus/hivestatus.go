@@ -33,11 +33,19 @@ type Observed struct {
 	QueuedTasks, RunningTasks int
 	// CreateError is the API server's refusal of the last agent pod creation, if any.
 	CreateError error
-	// Autoscaling reports whether spec.autoscaling is set; when it is, the autoscaler sets
-	// the ScalingActive condition itself.
-	Autoscaling bool
+	// Scaling is the autoscaler's verdict when spec.autoscaling is set, nil otherwise.
+	Scaling *Scaling
 	// Now stamps condition transitions.
 	Now time.Time
+}
+
+// Scaling is what the autoscaler decided and why.
+type Scaling struct {
+	// Reason is one of the ScalingActive reasons (DesiredWithinRange, TooFewReplicas,
+	// TooManyReplicas, ScaledToZero); Message explains it.
+	Reason, Message string
+	// ScaledAt is set when the autoscaler changed spec.replicas in this reconcile.
+	ScaledAt *time.Time
 }
 
 // Compute returns the new status of a hive given its previous one.
@@ -73,11 +81,19 @@ func Compute(prev *swarmv1alpha1.HiveStatus, o Observed) swarmv1alpha1.HiveStatu
 	set(available(o))
 	set(progressing(o, s.CurrentRevision))
 	set(degraded(o))
-	if !o.Autoscaling {
+	if o.Scaling == nil {
 		set(metav1.Condition{
 			Type: swarmv1alpha1.HiveScalingActive, Status: metav1.ConditionFalse, Reason: swarmv1alpha1.ReasonAutoscalingDisabled,
 			Message: "spec.autoscaling is not set: spec.replicas is set by the user, or by an HPA or KEDA through the scale subresource",
 		})
+	} else {
+		set(metav1.Condition{
+			Type: swarmv1alpha1.HiveScalingActive, Status: metav1.ConditionTrue, Reason: o.Scaling.Reason, Message: o.Scaling.Message,
+		})
+		if o.Scaling.ScaledAt != nil {
+			t := metav1.NewTime(*o.Scaling.ScaledAt)
+			s.LastScaleTime = &t
+		}
 	}
 	return s
 }

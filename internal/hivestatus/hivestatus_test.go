@@ -98,14 +98,16 @@ func TestCompute(t *testing.T) {
 				swarmv1alpha1.HiveDegraded: {swarmv1alpha1.ReasonPodCreateFailed, metav1.ConditionTrue, `Creating an agent pod failed: Pod "h-" is invalid: spec.containers[0].image: Required value`},
 			},
 		},
-		"autoscaled hive leaves ScalingActive to the autoscaler": {
+		"autoscaled hive reports the autoscaler's verdict": {
 			prev: swarmv1alpha1.HiveStatus{Conditions: []metav1.Condition{{
 				Type: swarmv1alpha1.HiveScalingActive, Status: metav1.ConditionTrue, Reason: swarmv1alpha1.ReasonDesiredWithinRange, Message: "kept",
 			}}},
-			obs:         observed(pool.Counts{Live: 3, Ready: 3, Available: 3, Updated: 3, Idle: 3}, func(o *Observed) { o.Autoscaling = true }),
+			obs: observed(pool.Counts{Live: 3, Ready: 3, Available: 3, Updated: 3, Idle: 3}, func(o *Observed) {
+				o.Scaling = &Scaling{Reason: swarmv1alpha1.ReasonTooManyReplicas, Message: "40 tasks need 20 agents; maxReplicas is 3", ScaledAt: &t0}
+			}),
 			wantCurrent: "new",
 			want: map[string]want{
-				swarmv1alpha1.HiveScalingActive: {swarmv1alpha1.ReasonDesiredWithinRange, metav1.ConditionTrue, "kept"},
+				swarmv1alpha1.HiveScalingActive: {swarmv1alpha1.ReasonTooManyReplicas, metav1.ConditionTrue, "40 tasks need 20 agents; maxReplicas is 3"},
 			},
 		},
 	}

@@ -1,0 +1,84 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/metrics"
+)
+
+// metricsObserver turns the controllers' observations into metrics.
+type metricsObserver struct{}
+
+func (metricsObserver) Bound(namespace, hive string, wait time.Duration) {
+	metrics.QueueWait.WithLabelValues(namespace, hive).Observe(wait.Seconds())
+}
+
+func (metricsObserver) AttemptFailed(namespace, hive, reason string) {
+	if reason == swarmv1alpha1.ReasonAgentLost {
+		metrics.AgentLosses.WithLabelValues(namespace, hive).Inc()
+	}
+}
+
+func (metricsObserver) Scaled(namespace, hive, direction string) {
+	metrics.ScaleEvents.WithLabelValues(namespace, hive, direction).Inc()
+}
+
+func (metricsObserver) RolloutStarted(namespace, hive string) {
+	metrics.Rollouts.WithLabelValues(namespace, hive).Inc()
+}
+
+// taskTransitions counts task outcomes, run times and retries from the task watch. It runs
+// only on the leader, so that replicas do not count the same transition twice.
+type taskTransitions struct {
+	cache cache.Cache
+}
+
+// NeedLeaderElection makes the manager start it on the leader only.
+func (taskTransitions) NeedLeaderElection() bool { return true }
+
+// Start registers the watch handler until ctx ends.
+func (t taskTransitions) Start(ctx context.Context) error {
+	inf, err := t.cache.GetInformer(ctx, &swarmv1alpha1.Task{})
+	if err != nil {
+		return fmt.Errorf("watching tasks for metrics: %w", err)
+	}
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{UpdateFunc: observeTransition})
+	if err != nil {
+		return fmt.Errorf("watching tasks for metrics: %w", err)
+	}
+	<-ctx.Done()
+	return inf.RemoveEventHandler(reg) //nolint:wrapcheck // shutting down
+}
+
+func observeTransition(oldObj, newObj any) {
+	o, ok1 := oldObj.(*swarmv1alpha1.Task)
+	n, ok2 := newObj.(*swarmv1alpha1.Task)
+	if !ok1 || !ok2 {
+		return
+	}
+	switch {
+	case !o.Status.Phase.Finished() && n.Status.Phase.Finished():
+		metrics.Outcomes.WithLabelValues(n.Namespace, n.Spec.Hive, string(n.Status.Phase)).Inc()
+		if n.Status.AssignedAt != nil && n.Status.FinishedAt != nil {
+			metrics.RunTime.WithLabelValues(n.Namespace, n.Spec.Hive, string(n.Status.Phase)).
+				Observe(n.Status.FinishedAt.Sub(n.Status.AssignedAt.Time).Seconds())
+		}
+	case o.Status.Phase.Bound() && (n.Status.Phase == swarmv1alpha1.TaskPending || n.Status.Phase == ""):
+		// A failed attempt names itself in the AttemptFailed condition; a release (an agent
+		// shutting down) leaves the condition as it was.
+		reason := "Released"
+		if c := meta.FindStatusCondition(n.Status.Conditions, swarmv1alpha1.TaskAttemptFailed); c != nil &&
+			strings.HasPrefix(c.Message, fmt.Sprintf("attempt %d ", o.Status.Attempt)) {
+			reason = c.Reason
+		}
+		metrics.Retries.WithLabelValues(n.Namespace, n.Spec.Hive, reason).Inc()
+	}
+}
