@@ -90,8 +90,10 @@ test-unit: ## Run only the tests that need no API server.
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager binary into bin/.
+build: ## Build the manager, the reference agent and the kubectl plugin into bin/.
 	go build -trimpath -o bin/manager ./cmd/manager
+	go build -trimpath -o bin/hive-agent ./cmd/hive-agent
+	go build -trimpath -o bin/kubectl-hive ./cmd/kubectl-hive
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster of the current kubeconfig.
@@ -109,3 +111,35 @@ uninstall: ## Remove the CRDs (and so every hive and task) from the cluster.
 docker-build: ## Build the manager and reference agent images (needs a container engine).
 	$(CONTAINER_TOOL) build --target manager -t $(IMG) .
 	$(CONTAINER_TOOL) build --target agent -t $(AGENT_IMG) .
+
+##@ Local cluster
+
+.PHONY: demo
+demo: ## Run the operator on a local simulated cluster (kwok) and show a hive answering tasks.
+	hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop the demo and delete its cluster.
+	hack/demo.sh down
+
+.PHONY: test-e2e
+test-e2e: ## Run the end-to-end suite on a local simulated cluster: Helm install, tasks, scale, rollout, delete, uninstall.
+	export E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
+	go test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+
+##@ Helm
+
+# Helm is pinned in its own module. A helm built by `go tool` assumes Kubernetes v1.20 when
+# it renders without a cluster, below the chart's kubeVersion, so the targets name a version.
+HELM ?= go tool -modfile=hack/tools/helm/go.mod helm
+HELM_KUBE_VERSION ?= v1.37.2
+CHART_DIR := charts/hive-operator
+
+.PHONY: helm-lint
+helm-lint: ## Lint the Helm chart with its default values and with every option set.
+	$(HELM) lint --strict --kube-version $(HELM_KUBE_VERSION) $(CHART_DIR)
+	$(HELM) lint --strict --kube-version $(HELM_KUBE_VERSION) $(CHART_DIR) -f test/chart/testdata/all-options.yaml
+
+.PHONY: helm-template
+helm-template: ## Render the Helm chart with its default values into the release namespace hive-system.
+	$(HELM) template hive-operator $(CHART_DIR) --namespace hive-system --kube-version $(HELM_KUBE_VERSION)

@@ -296,9 +296,14 @@ func (r *HiveReconciler) writeStatus(ctx context.Context, hive *swarmv1alpha1.Hi
 		return wait, nil
 	}
 	prev := hive.Status
-	base := hive.DeepCopy()
+	// The whole status goes in the patch, not a diff: a diff would never carry the counts
+	// that are zero on both sides, and kubectl would print them blank.
+	raw, err := jsonMarshal(map[string]any{"status": status})
+	if err != nil {
+		return 0, err
+	}
 	hive.Status = status
-	if err := r.Client.Status().Patch(ctx, hive, client.MergeFrom(base)); err != nil {
+	if err := r.Client.Status().Patch(ctx, hive, client.RawPatch(types.MergePatchType, raw)); err != nil {
 		return 0, fmt.Errorf("writing hive status: %w", err)
 	}
 	r.mu.Lock()

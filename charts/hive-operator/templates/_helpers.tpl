@@ -1,0 +1,98 @@
+{{/*
+The chart's name, or nameOverride.
+*/}}
+{{- define "hive-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The fullname that prefixes every object of the release: fullnameOverride, or the release
+name when it already contains the chart's name (so `helm install hive-operator` does not
+give "hive-operator-hive-operator"), or else "<release>-<chart>". Truncated to 63
+characters, the limit of a DNS label, with room left by callers that add a suffix.
+*/}}
+{{- define "hive-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "hive-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object of the release.
+*/}}
+{{- define "hive-operator.labels" -}}
+helm.sh/chart: {{ include "hive-operator.chart" . }}
+{{ include "hive-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: hive-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that select the manager's pods. They must never change between releases: a
+Deployment's selector is immutable.
+*/}}
+{{- define "hive-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hive-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The manager's service account.
+*/}}
+{{- define "hive-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hive-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The user name the API server gives the manager: the admission policy exempts it, so that
+the operator may write any task's status.
+*/}}
+{{- define "hive-operator.userName" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "hive-operator.serviceAccountName" . }}
+{{- end }}
+
+{{/*
+The manager's image: a digest pins it exactly, else the tag, else the chart's appVersion.
+*/}}
+{{- define "hive-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The metrics Service's name; Prometheus labels what it scrapes through it with job=<name>.
+*/}}
+{{- define "hive-operator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "hive-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selects the manager's own series (controller-runtime's, the Go runtime's) among those of
+every other controller Prometheus scrapes.
+*/}}
+{{- define "hive-operator.metricsSelector" -}}
+job="{{ include "hive-operator.metricsServiceName" . }}", namespace="{{ .Release.Namespace }}"
+{{- end }}

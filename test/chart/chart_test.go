@@ -1,0 +1,933 @@
+// Package chart_test checks the Helm chart (charts/hive-operator) and the kustomize install
+// (config/default): that they lint and render, that the operator they install is the one
+// docs/operations.md describes (leader election, restricted pods, least privilege), that
+// wrong values fail with a message, and that every object they install is accepted by a real
+// API server.
+package chart_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/aihub-dev/hive-operator/test/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	code := testenv.Run(m, &env)
+	if helmHomeDir != "" {
+		_ = os.RemoveAll(helmHomeDir)
+	}
+	os.Exit(code)
+}
+
+// kubeVersion is the version helm renders for. A helm built by `go tool` (without the
+// release build's linker flags) assumes Kubernetes v1.20, below the chart's kubeVersion.
+var kubeVersion = "v" + testenv.K8sVersion
+
+const chartPath = "charts/hive-operator"
+
+// A release: how helm is asked to render the chart, and what the render must show.
+type release struct {
+	name, namespace string
+	args            []string // values files and --set flags
+
+	replicas       int64
+	serviceAccount string
+	image          string
+	managerArgs    []string          // manager arguments the Deployment must have
+	monitoring     bool              // ServiceMonitor, PrometheusRule and dashboard rendered
+	thresholds     map[string]string // alert -> how its expression ends (comparison and threshold)
+}
+
+var (
+	defaults = release{
+		name: "hive-operator", namespace: "hive-system",
+		replicas: 2, serviceAccount: "hive-operator", image: "ghcr.io/aihub-dev/hive-operator:0.1.0",
+		managerArgs: []string{
+			"--leader-elect=true", "--leader-election-namespace=hive-system",
+			"--metrics-bind-address=:8443", "--metrics-secure=true", "--health-probe-bind-address=:8081",
+			"--zap-log-level=info", "--zap-encoder=json",
+			"--kube-api-qps=300", "--kube-api-burst=600",
+		},
+	}
+	// The monitoring objects with their default values, for the default thresholds.
+	monitoring = release{
+		name: "hive-operator", namespace: "hive-system",
+		args:     []string{"--set", "serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true"},
+		replicas: 2, serviceAccount: "hive-operator", image: defaults.image, managerArgs: defaults.managerArgs,
+		monitoring: true,
+		thresholds: map[string]string{
+			"HiveTaskQueueWaitHigh":       "> 0.2",
+			"HiveTaskFailureRatioHigh":    "> 0.01",
+			"HiveOperatorReconcileErrors": "> 0",
+			"HiveTaskQueueGrowing":        "> 0",
+			"HiveOperatorMemoryHigh":      "> 0.9",
+			"HiveOperatorNoLeader":        "< 1",
+		},
+	}
+	allOptions = release{
+		name: "rel", namespace: "ops",
+		args:     []string{"-f", "test/chart/testdata/all-options.yaml"},
+		replicas: 3, serviceAccount: "swarm-manager",
+		image: "registry.example.com/mirror/hive-operator@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		managerArgs: []string{
+			"--leader-elect=true", "--leader-election-namespace=ops",
+			"--namespaces=team-a,team-b", "--kube-api-qps=150.5", "--kube-api-burst=300",
+			"--hive-concurrency=4", "--dispatch-concurrency=8", "--bind-concurrency=32", "--task-concurrency=16",
+			"--agent-lost-grace=30s", "--leader-elect-lease-duration=30s",
+			"--metrics-bind-address=:9443", "--health-probe-bind-address=:9081",
+			"--zap-log-level=2", "--zap-encoder=console", "--enable-http2=false",
+		},
+		monitoring: true,
+		thresholds: map[string]string{
+			"HiveTaskQueueWaitHigh":       "> 0.5",
+			"HiveTaskFailureRatioHigh":    "> 0.05",
+			"HiveOperatorReconcileErrors": "> 0.1",
+			"HiveTaskQueueGrowing":        "> 0.5",
+			"HiveOperatorMemoryHigh":      "> 0.8",
+			"HiveOperatorNoLeader":        "< 1",
+		},
+	}
+	releases = map[string]release{"default": defaults, "monitoring": monitoring, "all-options": allOptions}
+)
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// helm runs the pinned helm in the module root and returns its standard output, or an error
+// carrying its standard error.
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := moduleRoot(t)
+	// The first run builds helm (minutes on a cold build cache).
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", append([]string{
+		"tool", "-modfile=" + filepath.Join(root, "hack", "tools", "helm", "go.mod"), "helm",
+	}, args...)...)
+	cmd.Dir = root
+	// Keep helm away from the user's repositories, plugins and cache.
+	home := helmHome(t)
+	cmd.Env = append(os.Environ(),
+		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_DATA_HOME="+filepath.Join(home, "data"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// helmHomeDir holds helm's cache, configuration and data for the whole test binary, which
+// TestMain removes.
+var (
+	helmHomeMu  sync.Mutex
+	helmHomeDir string
+)
+
+func helmHome(t *testing.T) string {
+	t.Helper()
+	helmHomeMu.Lock()
+	defer helmHomeMu.Unlock()
+	if helmHomeDir == "" {
+		dir, err := os.MkdirTemp("", "helm-home-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		helmHomeDir = dir
+	}
+	return helmHomeDir
+}
+
+// render renders a release once per test binary; callers get their own copies.
+func render(t *testing.T, r release) []*unstructured.Unstructured {
+	t.Helper()
+	rendersMu.Lock()
+	defer rendersMu.Unlock()
+	key := r.name + "/" + r.namespace + "/" + strings.Join(r.args, " ")
+	if _, ok := renders[key]; !ok {
+		out, err := helm(t, append([]string{"template", r.name, chartPath, "--namespace", r.namespace, "--kube-version", kubeVersion}, r.args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := parse(out)
+		if err != nil {
+			t.Fatalf("parsing the render: %v", err)
+		}
+		renders[key] = objs
+	}
+	return deepCopy(renders[key])
+}
+
+var (
+	rendersMu sync.Mutex
+	renders   = map[string][]*unstructured.Unstructured{}
+)
+
+func deepCopy(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+	out := make([]*unstructured.Unstructured, len(objs))
+	for i, o := range objs {
+		out[i] = o.DeepCopy()
+	}
+	return out
+}
+
+// parse splits a multi-document YAML stream into objects, skipping empty documents.
+func parse(s string) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(s), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		var m map[string]any
+		err := dec.Decode(&m)
+		if errors.Is(err, io.EOF) {
+			return objs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decoding document %d: %w", len(objs)+1, err)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.GetAPIVersion() == "" || u.GetKind() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("document %d has no apiVersion, kind or name: %v", len(objs)+1, m)
+		}
+		objs = append(objs, u)
+	}
+}
+
+// kustomize renders config/default with the kubectl on the machine, or skips.
+func kustomize(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		for _, p := range []string{"/usr/local/bin/kubectl", "/usr/bin/kubectl"} {
+			if _, statErr := os.Stat(p); statErr == nil {
+				kubectl, err = p, nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		t.Skip("kubectl is not installed: cannot render config/default with kustomize")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kubectl, "kustomize", filepath.Join(moduleRoot(t), "config", "default")).Output()
+	if err != nil {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			t.Fatalf("kubectl kustomize config/default: %v\n%s", err, exitErr.Stderr)
+		}
+		t.Fatalf("kubectl kustomize config/default: %v", err)
+	}
+	objs, err := parse(string(out))
+	if err != nil {
+		t.Fatalf("parsing the kustomize output: %v", err)
+	}
+	return objs
+}
+
+// find returns the objects of a kind.
+func find(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// one returns the only object of a kind, decoded strictly into a typed object.
+func one[T any](t *testing.T, objs []*unstructured.Unstructured, kind string) *T {
+	t.Helper()
+	found := find(objs, kind)
+	if len(found) != 1 {
+		t.Fatalf("want one %s, got %d", kind, len(found))
+	}
+	return decode[T](t, found[0])
+}
+
+// decode converts an object into a typed one, failing on fields the type does not have.
+func decode[T any](t *testing.T, u *unstructured.Unstructured) *T {
+	t.Helper()
+	var out T
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &out, true); err != nil {
+		t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+	return &out
+}
+
+func TestLint(t *testing.T) {
+	for _, name := range []string{"default", "all-options"} {
+		t.Run(name, func(t *testing.T) {
+			out, err := helm(t, append([]string{"lint", "--strict", chartPath, "--kube-version", kubeVersion}, releases[name].args...)...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		})
+	}
+}
+
+func TestRender(t *testing.T) {
+	for _, name := range []string{"default", "monitoring", "all-options"} {
+		r := releases[name]
+		t.Run(name, func(t *testing.T) {
+			objs := render(t, r)
+			checkDeployment(t, r, objs)
+			checkLeastPrivilege(t, objs)
+			checkManagerRole(t, objs)
+			checkAdmissionPolicy(t, objs, "system:serviceaccount:"+r.namespace+":"+r.serviceAccount)
+			checkNamespaces(t, r, objs)
+			checkMonitoring(t, r, objs)
+		})
+	}
+}
+
+// checkDeployment checks the manager's Deployment against docs/operations.md: replicas that
+// elect a leader, the restricted Pod Security Standard, probes and resources.
+func checkDeployment(t *testing.T, r release, objs []*unstructured.Unstructured) {
+	t.Helper()
+	d := one[appsv1.Deployment](t, objs, "Deployment")
+	if d.Spec.Replicas == nil || int64(*d.Spec.Replicas) != r.replicas {
+		t.Errorf("replicas = %v, want %d", d.Spec.Replicas, r.replicas)
+	}
+	pod := d.Spec.Template.Spec
+	if pod.ServiceAccountName != r.serviceAccount {
+		t.Errorf("serviceAccountName = %q, want %q", pod.ServiceAccountName, r.serviceAccount)
+	}
+	if sa := find(objs, "ServiceAccount"); len(sa) != 1 || sa[0].GetName() != r.serviceAccount || sa[0].GetNamespace() != r.namespace {
+		t.Errorf("want the ServiceAccount %s/%s, got %v", r.namespace, r.serviceAccount, sa)
+	}
+	if pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds < 30 {
+		t.Errorf("terminationGracePeriodSeconds = %v, want at least the manager's 30 s of graceful shutdown", pod.TerminationGracePeriodSeconds)
+	}
+	if !matches(pod.TopologySpreadConstraints, d.Spec.Selector.MatchLabels) {
+		t.Errorf("topologySpreadConstraints %v: want a hostname spread selecting the manager's pods %v",
+			pod.TopologySpreadConstraints, d.Spec.Selector.MatchLabels)
+	}
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext = %+v, want runAsNonRoot and the RuntimeDefault seccomp profile", psc)
+	}
+	if len(pod.Containers) != 1 || pod.Containers[0].Name != "manager" {
+		t.Fatalf("want one container named manager, got %d", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	if c.Image != r.image {
+		t.Errorf("image = %q, want %q", c.Image, r.image)
+	}
+	for _, want := range r.managerArgs {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("args %q lack %q", c.Args, want)
+		}
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 ||
+		(sc.Privileged != nil && *sc.Privileged) {
+		t.Errorf("container securityContext = %+v, want a read-only root, no privilege escalation, all capabilities dropped", sc)
+	}
+	probePort := argValue(c.Args, "--health-probe-bind-address")
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"liveness", c.LivenessProbe, "/healthz"}, {"readiness", c.ReadinessProbe, "/readyz"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("no HTTP %s probe", p.name)
+			continue
+		}
+		if p.probe.HTTPGet.Path != p.path || ":"+portNumber(c, p.probe.HTTPGet.Port.String()) != probePort {
+			t.Errorf("%s probe gets %s on port %s, want %s on %s", p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path, probePort)
+		}
+	}
+	if ":"+portNumber(c, "https") != argValue(c.Args, "--metrics-bind-address") {
+		t.Errorf("the https port %s is not the metrics address %s", portNumber(c, "https"), argValue(c.Args, "--metrics-bind-address"))
+	}
+	res := c.Resources
+	if res.Requests.Cpu().IsZero() || res.Requests.Memory().IsZero() || res.Limits.Memory().IsZero() {
+		t.Errorf("resources = %+v, want cpu and memory requests and a memory limit", res)
+	}
+}
+
+// matches reports whether the constraints spread the pods with labels across hostnames.
+func matches(constraints []corev1.TopologySpreadConstraint, labels map[string]string) bool {
+	for _, c := range constraints {
+		if c.TopologyKey != corev1.LabelHostname || c.LabelSelector == nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsMap(c.LabelSelector)
+		if err != nil {
+			return false
+		}
+		ok := true
+		for k, v := range sel {
+			ok = ok && labels[k] == v
+		}
+		return ok
+	}
+	return false
+}
+
+// argValue returns the value of a --flag=value argument.
+func argValue(args []string, flag string) string {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// portNumber resolves a container port name to its number.
+func portNumber(c corev1.Container, nameOrNumber string) string {
+	for _, p := range c.Ports {
+		if p.Name == nameOrNumber {
+			return fmt.Sprint(p.ContainerPort)
+		}
+	}
+	return nameOrNumber
+}
+
+// checkLeastPrivilege fails on any rule that grants a wildcard or touches secrets.
+func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		var rules []rbacv1.PolicyRule
+		switch o.GetKind() {
+		case "Role":
+			rules = decode[rbacv1.Role](t, o).Rules
+		case "ClusterRole":
+			rules = decode[rbacv1.ClusterRole](t, o).Rules
+		default:
+			continue
+		}
+		for _, rule := range rules {
+			all := slices.Concat(rule.APIGroups, rule.Resources, rule.Verbs, rule.NonResourceURLs, rule.ResourceNames)
+			if slices.ContainsFunc(all, func(s string) bool { return strings.Contains(s, "*") }) {
+				t.Errorf("%s %s grants a wildcard: %+v", o.GetKind(), o.GetName(), rule)
+			}
+			if slices.ContainsFunc(rule.Resources, func(s string) bool { return s == "secrets" || strings.HasPrefix(s, "secrets/") }) {
+				t.Errorf("%s %s touches secrets: %+v", o.GetKind(), o.GetName(), rule)
+			}
+		}
+	}
+}
+
+// checkManagerRole checks that the manager's ClusterRole grants exactly what controller-gen
+// generated into config/rbac/role.yaml from the controllers' markers: a permission added
+// to a controller must reach the chart.
+func checkManagerRole(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	generated := generatedRole(t)
+	var managerRole *rbacv1.ClusterRole
+	deployment := one[appsv1.Deployment](t, objs, "Deployment")
+	for _, b := range find(objs, "ClusterRoleBinding") {
+		binding := decode[rbacv1.ClusterRoleBinding](t, b)
+		// The manager's own role is the one named like its Deployment.
+		if binding.RoleRef.Name != deployment.Name {
+			continue
+		}
+		for _, r := range find(objs, "ClusterRole") {
+			if r.GetName() == binding.RoleRef.Name {
+				managerRole = decode[rbacv1.ClusterRole](t, r)
+			}
+		}
+	}
+	if managerRole == nil {
+		t.Fatalf("no ClusterRole bound under the Deployment's name %s", deployment.Name)
+	}
+	if diff := cmp.Diff(normalize(generated.Rules), normalize(managerRole.Rules)); diff != "" {
+		t.Errorf("the chart's ClusterRole %s differs from config/rbac/role.yaml (-generated +chart); copy the generated rules into the chart:\n%s",
+			managerRole.Name, diff)
+	}
+}
+
+func generatedRole(t *testing.T) *rbacv1.ClusterRole {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(moduleRoot(t), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(data, &role); err != nil {
+		t.Fatalf("config/rbac/role.yaml: %v", err)
+	}
+	if len(role.Rules) == 0 {
+		t.Fatal("config/rbac/role.yaml has no rules")
+	}
+	return &role
+}
+
+// normalize orders rules and their lists, which carry no meaning.
+func normalize(rules []rbacv1.PolicyRule) []rbacv1.PolicyRule {
+	out := make([]rbacv1.PolicyRule, len(rules))
+	for i, r := range rules {
+		r = *r.DeepCopy()
+		for _, l := range [][]string{r.APIGroups, r.Resources, r.Verbs, r.ResourceNames, r.NonResourceURLs} {
+			sort.Strings(l)
+		}
+		out[i] = r
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// checkAdmissionPolicy checks that the policy exempts exactly the operator's user, and that
+// it is config/admission/policy.yaml's policy in every other respect.
+func checkAdmissionPolicy(t *testing.T, objs []*unstructured.Unstructured, user string) {
+	t.Helper()
+	policy := one[admissionregistrationv1.ValidatingAdmissionPolicy](t, objs, "ValidatingAdmissionPolicy")
+	binding := one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, objs, "ValidatingAdmissionPolicyBinding")
+	if binding.Spec.PolicyName != policy.Name {
+		t.Errorf("the binding names the policy %q, want %q", binding.Spec.PolicyName, policy.Name)
+	}
+	wantExpr := "request.userInfo.username != '" + user + "'"
+	var found bool
+	for _, c := range policy.Spec.MatchConditions {
+		found = found || c.Expression == wantExpr
+	}
+	if !found {
+		t.Errorf("no matchCondition exempts the operator: want %q in %+v", wantExpr, policy.Spec.MatchConditions)
+	}
+
+	data, err := os.ReadFile(filepath.Join(moduleRoot(t), "config", "admission", "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	source, err := parse(strings.ReplaceAll(string(data), "system:serviceaccount:hive-system:hive-operator", user))
+	if err != nil {
+		t.Fatalf("config/admission/policy.yaml: %v", err)
+	}
+	sourcePolicy := one[admissionregistrationv1.ValidatingAdmissionPolicy](t, source, "ValidatingAdmissionPolicy")
+	sourceBinding := one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, source, "ValidatingAdmissionPolicyBinding")
+	sourceBinding.Spec.PolicyName = policy.Name
+	if diff := cmp.Diff(sourcePolicy.Spec, policy.Spec); diff != "" {
+		t.Errorf("the chart's admission policy differs from config/admission/policy.yaml (-config +chart):\n%s", diff)
+	}
+	if diff := cmp.Diff(sourceBinding.Spec, binding.Spec); diff != "" {
+		t.Errorf("the chart's policy binding differs from config/admission/policy.yaml (-config +chart):\n%s", diff)
+	}
+}
+
+// clusterScoped are the kinds the chart and config/default install that have no namespace.
+var clusterScoped = map[string]bool{
+	"Namespace": true, "CustomResourceDefinition": true, "ClusterRole": true, "ClusterRoleBinding": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+}
+
+// checkNamespaces checks that namespaced objects live in the release namespace (the
+// dashboard may go where Grafana looks for it) and cluster-scoped ones name none.
+func checkNamespaces(t *testing.T, r release, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		ns := o.GetNamespace()
+		switch {
+		case clusterScoped[o.GetKind()]:
+			if ns != "" {
+				t.Errorf("the cluster-scoped %s %s names the namespace %q", o.GetKind(), o.GetName(), ns)
+			}
+		case o.GetLabels()["grafana_dashboard"] == "1":
+			if ns == "" {
+				t.Errorf("%s %s has no namespace", o.GetKind(), o.GetName())
+			}
+		case ns != r.namespace:
+			t.Errorf("%s %s is in namespace %q, want the release namespace %q", o.GetKind(), o.GetName(), ns, r.namespace)
+		}
+	}
+}
+
+// checkMonitoring checks the optional ServiceMonitor, alerts and dashboard.
+func checkMonitoring(t *testing.T, r release, objs []*unstructured.Unstructured) {
+	t.Helper()
+	sms, rules, dashboards := find(objs, "ServiceMonitor"), find(objs, "PrometheusRule"), find(objs, "ConfigMap")
+	if !r.monitoring {
+		if len(sms)+len(rules)+len(dashboards) > 0 {
+			t.Errorf("monitoring objects rendered while off: %d ServiceMonitors, %d PrometheusRules, %d ConfigMaps",
+				len(sms), len(rules), len(dashboards))
+		}
+		return
+	}
+
+	sm := checkServiceMonitor(t, objs)
+	if sm.Spec.Endpoints[0].TLSConfig == nil || sm.Spec.Endpoints[0].TLSConfig.InsecureSkipVerify == nil {
+		t.Error("the ServiceMonitor's endpoint sets no tlsConfig.insecureSkipVerify")
+	}
+
+	rule := checkPrometheusRule(t, objs)
+	alerts := map[string]monitoringv1.Rule{}
+	for _, g := range rule.Spec.Groups {
+		for _, rl := range g.Rules {
+			alerts[rl.Alert] = rl
+		}
+	}
+	for alert, threshold := range r.thresholds {
+		rl, ok := alerts[alert]
+		if !ok {
+			t.Errorf("no alert %s", alert)
+			continue
+		}
+		if expr := strings.TrimSpace(rl.Expr.String()); !strings.HasSuffix(expr, threshold) {
+			t.Errorf("alert %s: expr %q does not end with the threshold %q", alert, expr, threshold)
+		}
+	}
+	if len(alerts) != len(r.thresholds) {
+		t.Errorf("alerts %v, want exactly %v", keys(alerts), keys(r.thresholds))
+	}
+	for metric, alert := range map[string]string{
+		"hive_task_queue_wait_seconds_bucket":         "HiveTaskQueueWaitHigh",
+		`hive_task_outcomes_total{phase="Failed"}`:    "HiveTaskFailureRatioHigh",
+		"controller_runtime_reconcile_errors_total":   "HiveOperatorReconcileErrors",
+		`hive_tasks{phase="Pending"}`:                 "HiveTaskQueueGrowing",
+		"container_memory_working_set_bytes":          "HiveOperatorMemoryHigh",
+		"kube_pod_container_resource_limits":          "HiveOperatorMemoryHigh",
+		`name="hive-operator.swarm.aihub.dev"`:        "HiveOperatorNoLeader",
+		"leader_election_master_status":               "HiveOperatorNoLeader",
+		`container="manager"`:                         "HiveOperatorMemoryHigh",
+		`namespace="` + r.namespace + `"`:             "HiveOperatorMemoryHigh",
+		`deriv(max by (namespace, hive) (hive_tasks{`: "HiveTaskQueueGrowing",
+	} {
+		expr := alerts[alert].Expr
+		if !strings.Contains(expr.String(), metric) {
+			t.Errorf("alert %s: expr %q lacks %s", alert, expr.String(), metric)
+		}
+	}
+	if alerts["HiveTaskQueueGrowing"].For == nil {
+		t.Error("alert HiveTaskQueueGrowing has no for: a queue grows for a moment at every burst")
+	}
+
+	if len(dashboards) != 1 {
+		t.Fatalf("want one dashboard ConfigMap, got %d", len(dashboards))
+	}
+	checkDashboard(t, decode[corev1.ConfigMap](t, dashboards[0]))
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkServiceMonitor decodes the ServiceMonitor strictly into the Prometheus Operator's
+// type (the test API server does not serve that kind) and checks how it scrapes.
+func checkServiceMonitor(t *testing.T, objs []*unstructured.Unstructured) *monitoringv1.ServiceMonitor {
+	t.Helper()
+	sm := one[monitoringv1.ServiceMonitor](t, objs, "ServiceMonitor")
+	svc := one[corev1.Service](t, objs, "Service")
+	if len(sm.Spec.Endpoints) != 1 {
+		t.Fatalf("want one ServiceMonitor endpoint, got %d", len(sm.Spec.Endpoints))
+	}
+	ep := sm.Spec.Endpoints[0]
+	if ep.Scheme == nil || *ep.Scheme != "https" || ep.BearerTokenFile == "" || ep.Port != "https" { //nolint:staticcheck // the in-pod token is how the scraper authenticates
+		t.Errorf("ServiceMonitor endpoint %+v: want scheme https with a bearer token file on the port https", ep)
+	}
+	if !ep.HonorLabels {
+		t.Error("ServiceMonitor endpoint does not honour labels: the target's namespace would overwrite the hives'")
+	}
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		if svc.Labels[k] != v {
+			t.Errorf("the ServiceMonitor selects %s=%s, which the metrics Service %s lacks", k, v, svc.Name)
+		}
+	}
+	if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "https" }) {
+		t.Errorf("the metrics Service has no port https: %+v", svc.Spec.Ports)
+	}
+	return sm
+}
+
+// checkPrometheusRule decodes the PrometheusRule strictly and checks every alert is complete.
+func checkPrometheusRule(t *testing.T, objs []*unstructured.Unstructured) *monitoringv1.PrometheusRule {
+	t.Helper()
+	rule := one[monitoringv1.PrometheusRule](t, objs, "PrometheusRule")
+	if len(rule.Spec.Groups) == 0 {
+		t.Fatal("the PrometheusRule has no groups")
+	}
+	for _, g := range rule.Spec.Groups {
+		for _, rl := range g.Rules {
+			if rl.Alert == "" || rl.Expr.String() == "" || rl.For == nil || *rl.For == "" ||
+				rl.Labels["severity"] == "" || rl.Annotations["summary"] == "" || rl.Annotations["description"] == "" {
+				t.Errorf("alert %q lacks an expr, for, severity label, summary or description: %+v", rl.Alert, rl)
+			}
+		}
+	}
+	return rule
+}
+
+// checkDashboard checks the Grafana dashboard holds the panels of docs/metrics.md.
+func checkDashboard(t *testing.T, cm *corev1.ConfigMap) {
+	t.Helper()
+	if cm.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("dashboard ConfigMap labels %v lack grafana_dashboard: \"1\"", cm.Labels)
+	}
+	if len(cm.Data) != 1 {
+		t.Fatalf("want one dashboard in the ConfigMap, got %d", len(cm.Data))
+	}
+	var dashboard struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	for _, data := range cm.Data {
+		if err := json.Unmarshal([]byte(data), &dashboard); err != nil {
+			t.Fatalf("the dashboard is not JSON: %v", err)
+		}
+	}
+	var exprs []string
+	for _, p := range dashboard.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, target := range p.Targets {
+			exprs = append(exprs, target.Expr)
+		}
+	}
+	all := strings.Join(exprs, "\n")
+	for _, want := range []string{
+		"hive_agents{", `hive_tasks{phase="Pending"`, "rate(hive_task_outcomes_total{",
+		`hive_task_outcomes_total{phase="Failed"`,
+		"histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no dashboard query has %s", want)
+		}
+	}
+}
+
+func TestSchemaRejects(t *testing.T) {
+	for _, tc := range []struct {
+		set, want string
+	}{
+		{"replicaCount=-1", "/replicaCount"},
+		{"logging.encoder=xml", "/logging/encoder"},
+		{"logging.level=verbose", "/logging/level"},
+		{"unknownValue=1", "unknownValue"},
+		{"image.pullPolicy=Sometimes", "/image/pullPolicy"},
+		{"kubeAPI.qps=0", "/kubeAPI/qps"},
+		{"concurrency.bind=0", "/concurrency/bind"},
+		{"leaderElection.leaseDuration=soon", "/leaderElection/leaseDuration"},
+		{"serviceAccount.name=", "/serviceAccount/name"},
+		{"metrics.port=70000", "/metrics/port"},
+		{"prometheusRule.failureRatio.threshold=2", "/prometheusRule/failureRatio/threshold"},
+		{"serviceMonitor.interval=often", "/serviceMonitor/interval"},
+		{"dashboard.colour=blue", "colour"},
+		{"topologySpreadConstraints[0].whenUnsatisfiable=Maybe", "/topologySpreadConstraints/0/whenUnsatisfiable"},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			_, err := helm(t, "template", "hive-operator", chartPath, "--kube-version", kubeVersion, "--set", tc.set)
+			if err == nil {
+				t.Fatalf("helm template --set %s succeeded, want it to fail", tc.set)
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "schema") {
+				t.Errorf("the error does not say that %s breaks the schema:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+// TestKustomize checks that config/default installs the operator as the chart does with its
+// default values.
+func TestKustomize(t *testing.T) {
+	objs := kustomize(t)
+	chart := render(t, defaults)
+
+	kd := one[appsv1.Deployment](t, objs, "Deployment")
+	cd := one[appsv1.Deployment](t, chart, "Deployment")
+	if kd.Namespace != "hive-system" || kd.Spec.Template.Spec.ServiceAccountName != "hive-operator" {
+		t.Errorf("the Deployment runs as %s/%s, want hive-system/hive-operator, which the admission policy exempts",
+			kd.Namespace, kd.Spec.Template.Spec.ServiceAccountName)
+	}
+	if diff := cmp.Diff(cd.Spec.Replicas, kd.Spec.Replicas); diff != "" {
+		t.Errorf("replicas differ (-chart +kustomize):\n%s", diff)
+	}
+	if diff := cmp.Diff(cd.Spec.Template.Spec.SecurityContext, kd.Spec.Template.Spec.SecurityContext); diff != "" {
+		t.Errorf("the pod securityContext differs (-chart +kustomize):\n%s", diff)
+	}
+	cc, kc := cd.Spec.Template.Spec.Containers[0], kd.Spec.Template.Spec.Containers[0]
+	// The same manager but for the image, which each pins in its own way.
+	cc.Image, kc.Image = "", ""
+	if diff := cmp.Diff(cc, kc); diff != "" {
+		t.Errorf("the manager container differs (-chart +kustomize):\n%s", diff)
+	}
+	checkDeployment(t, release{
+		namespace: "hive-system", replicas: 2, serviceAccount: "hive-operator",
+		image: "ghcr.io/aihub-dev/hive-operator:0.1.0", managerArgs: defaults.managerArgs,
+	}, objs)
+	checkLeastPrivilege(t, objs)
+	checkManagerRole(t, objs)
+	checkAdmissionPolicy(t, objs, "system:serviceaccount:hive-system:hive-operator")
+
+	for _, kind := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"} {
+		if got, want := len(find(objs, kind)), len(find(chart, kind)); got != want {
+			t.Errorf("%d %ss, the chart has %d", got, kind, want)
+		}
+	}
+	if n := len(find(objs, "CustomResourceDefinition")); n != 2 {
+		t.Errorf("%d CRDs, want hives and tasks", n)
+	}
+}
+
+// TestDryRun has the API server validate every object the chart and config/default install,
+// without storing them.
+func TestDryRun(t *testing.T) {
+	testenv.Require(t, env)
+	for _, name := range []string{"default", "all-options"} {
+		t.Run(name, func(t *testing.T) { dryRun(t, render(t, releases[name])) })
+	}
+	t.Run("kustomize", func(t *testing.T) { dryRun(t, kustomize(t)) })
+}
+
+// prometheusOperatorKinds are served by the Prometheus Operator's CRDs, which the test API
+// server does not have; they are decoded strictly into its Go types instead.
+var prometheusOperatorKinds = map[string]bool{"ServiceMonitor": true, "PrometheusRule": true}
+
+func dryRun(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	ctx := testenv.Context(t, 2*time.Minute)
+	c := env.Client
+
+	// Namespaces are made for real: a dry-run namespace holds nothing.
+	for _, o := range objs {
+		if ns := o.GetNamespace(); ns != "" {
+			createNamespace(ctx, t, c, ns)
+		}
+	}
+	for _, o := range objs {
+		if prometheusOperatorKinds[o.GetKind()] {
+			if o.GetAPIVersion() != monitoringv1.SchemeGroupVersion.String() {
+				t.Errorf("%s %s is %s, want %s", o.GetKind(), o.GetName(), o.GetAPIVersion(), monitoringv1.SchemeGroupVersion)
+			}
+			switch o.GetKind() {
+			case "ServiceMonitor":
+				checkServiceMonitor(t, objs)
+			case "PrometheusRule":
+				checkPrometheusRule(t, objs)
+			}
+			continue
+		}
+		what := fmt.Sprintf("%s %s", o.GetKind(), client.ObjectKeyFromObject(o))
+		if _, err := c.RESTMapper().RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version); err != nil {
+			if meta.IsNoMatchError(err) {
+				t.Errorf("%s: the API server does not serve %s", what, o.GroupVersionKind())
+				continue
+			}
+			t.Fatalf("%s: %v", what, err)
+		}
+		err := c.Create(ctx, o.DeepCopy(), client.DryRunAll)
+		if apierrors.IsAlreadyExists(err) {
+			// The CRDs the test environment installed, the namespaces made above: validate
+			// the object as an update of the existing one.
+			err = c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o.DeepCopy()),
+				client.DryRunAll, client.ForceOwnership, client.FieldOwner("chart-test"))
+		}
+		if err != nil {
+			t.Errorf("%s: the API server refuses it: %v", what, err)
+		}
+	}
+}
+
+// TestHelmInstall installs the chart with helm against the test API server in dry-run mode:
+// helm checks the chart's kubeVersion against the server's and renders NOTES.txt.
+func TestHelmInstall(t *testing.T) {
+	testenv.Require(t, env)
+	kubeconfig := writeKubeconfig(t)
+	for _, name := range []string{"default", "all-options"} {
+		r := releases[name]
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"install", r.name, chartPath, "--namespace", r.namespace, "--create-namespace",
+				"--kubeconfig", kubeconfig, "--dry-run=server"}, r.args...)
+			// helm maps every object to a served kind, and the test API server has not the
+			// Prometheus Operator's (TestDryRun checks those objects).
+			args = append(args, "--set", "serviceMonitor.enabled=false,prometheusRule.enabled=false")
+			out, err := helm(t, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, notes, ok := strings.Cut(out, "NOTES:")
+			if !ok {
+				t.Fatalf("helm printed no NOTES:\n%s", out)
+			}
+			for _, want := range []string{"rollout status deployment/", "kubectl apply --server-side -f charts/hive-operator/crds"} {
+				if !strings.Contains(notes, want) {
+					t.Errorf("NOTES lack %q:\n%s", want, notes)
+				}
+			}
+		})
+	}
+}
+
+// writeKubeconfig writes a kubeconfig that reaches the test API server as its administrator.
+func writeKubeconfig(t *testing.T) string {
+	t.Helper()
+	cfg := env.Config
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken,
+	}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func createNamespace(ctx context.Context, t *testing.T, c client.Client, name string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+}

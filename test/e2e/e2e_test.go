@@ -1,0 +1,404 @@
+//go:build e2e
+
+// Package e2e runs the operator on a local simulated cluster (kwokctl's binary runtime: a
+// real etcd, API server, scheduler and controller manager, with kwok simulating nodes), so
+// that scheduling, garbage collection and the disruption controller are real. The chart is
+// installed with Helm; the operator runs in this process as the chart's service account, so
+// the chart's RBAC is what it gets; agents are real SDK agents, one per Running pod.
+//
+// Run it with `make test-e2e`, which provides the binaries.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/controllers"
+	"github.com/aihub-dev/hive-operator/internal/agentpod"
+	"github.com/aihub-dev/hive-operator/pkg/agent"
+	"github.com/aihub-dev/hive-operator/pkg/handlers"
+	"github.com/aihub-dev/hive-operator/test/fleet"
+	"github.com/aihub-dev/hive-operator/test/testenv"
+)
+
+const (
+	releaseNamespace = "hive-system"
+	operatorAccount  = "hive-operator"
+	ns               = "default"
+)
+
+// cluster is the kwok cluster of the run.
+type cluster struct {
+	name, workdir, kubeconfig, kwokctl string
+	config                            *rest.Config
+	client                            client.Client
+}
+
+var c *cluster
+
+func TestMain(m *testing.M) {
+	code, err := runSuite(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func runSuite(m *testing.M) (int, error) {
+	k8sDir, kwokDir := os.Getenv("E2E_K8S_DIR"), os.Getenv("E2E_KWOK_DIR")
+	if k8sDir == "" || kwokDir == "" {
+		return 0, fmt.Errorf("E2E_K8S_DIR and E2E_KWOK_DIR are unset: run `make test-e2e`, which provides the binaries")
+	}
+	work, err := os.MkdirTemp("", "hive-e2e-")
+	if err != nil {
+		return 0, fmt.Errorf("creating a work folder: %w", err)
+	}
+	defer func() { _ = os.RemoveAll(work) }()
+	c = &cluster{
+		name:       fmt.Sprintf("hive-e2e-%d", time.Now().Unix()%100000),
+		workdir:    work,
+		kubeconfig: filepath.Join(work, "kubeconfig"),
+		kwokctl:    filepath.Join(kwokDir, "kwokctl"),
+	}
+	start := time.Now()
+	if _, err := c.kwok("create", "cluster", "--name", c.name, "--runtime", "binary",
+		"--etcd-binary", filepath.Join(k8sDir, "etcd"),
+		"--kube-apiserver-binary", filepath.Join(k8sDir, "kube-apiserver"),
+		"--kube-controller-manager-binary", filepath.Join(k8sDir, "kube-controller-manager"),
+		"--kube-scheduler-binary", filepath.Join(k8sDir, "kube-scheduler"),
+		"--kwok-controller-binary", filepath.Join(kwokDir, "kwok")); err != nil {
+		return 0, err
+	}
+	defer func() { _, _ = c.kwok("delete", "cluster", "--name", c.name) }()
+	kubeconfig, err := c.kwok("get", "kubeconfig", "--name", c.name)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(c.kubeconfig, []byte(kubeconfig), 0o600); err != nil {
+		return 0, fmt.Errorf("writing the kubeconfig: %w", err)
+	}
+	if _, err := c.kwok("scale", "node", "--name", c.name, "--replicas", "3"); err != nil {
+		return 0, err
+	}
+	if c.config, err = clientcmd.BuildConfigFromFlags("", c.kubeconfig); err != nil {
+		return 0, fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	c.config.QPS, c.config.Burst = 200, 400
+	if c.client, err = client.New(c.config, client.Options{Scheme: testenv.Scheme}); err != nil {
+		return 0, fmt.Errorf("creating a client: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: cluster %s up in %v\n", c.name, time.Since(start).Round(time.Millisecond))
+	return m.Run(), nil
+}
+
+func (c *cluster) kwok(args ...string) (string, error) {
+	cmd := exec.Command(c.kwokctl, args...)
+	cmd.Env = append(os.Environ(), "KWOK_WORKDIR="+c.workdir)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("kwokctl %s: %w: %s", strings.Join(args, " "), err, errOut.String())
+	}
+	return out.String(), nil
+}
+
+// helm runs the project's pinned Helm against the cluster.
+func helm(t *testing.T, args ...string) string {
+	t.Helper()
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := append([]string{"tool", "-modfile=" + filepath.Join(root, "hack", "tools", "helm", "go.mod"), "helm", "--kubeconfig", c.kubeconfig}, args...)
+	cmd := exec.Command("go", full...)
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func eventually(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reached within %v: %v", timeout, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// startOperator runs the operator as the chart's service account would, with leader
+// election in the release namespace. It returns a function that stops it.
+func startOperator(t *testing.T) (stop func()) {
+	t.Helper()
+	cfg := rest.CopyConfig(c.config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: fmt.Sprintf("system:serviceaccount:%s:%s", releaseNamespace, operatorAccount),
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"},
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  testenv.Scheme,
+		Cache:                   controllers.CacheOptions(),
+		Metrics:                 metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:  "0",
+		LeaderElection:          true,
+		LeaderElectionID:        "hive-operator.swarm.aihub.dev",
+		LeaderElectionNamespace: releaseNamespace,
+		Controller:              config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatalf("creating the manager: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := controllers.Setup(ctx, mgr, controllers.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	var stopped bool
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the operator stopped with %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case <-mgr.Elected():
+	case err := <-done:
+		t.Fatalf("the operator stopped: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the operator never became leader")
+	}
+	return stop
+}
+
+func agentPods(t *testing.T, hive string) []corev1.Pod {
+	t.Helper()
+	pods := &corev1.PodList{}
+	if err := c.client.List(context.Background(), pods, client.InNamespace(ns), client.MatchingLabels{swarmv1alpha1.LabelHive: hive}); err != nil {
+		t.Fatal(err)
+	}
+	var live []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
+// waitAgents waits for n ready agents of the hive's current revision, scheduled on nodes.
+func waitAgents(t *testing.T, hive string, n int) {
+	t.Helper()
+	eventually(t, 90*time.Second, func() error {
+		h := &swarmv1alpha1.Hive{}
+		if err := c.client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: hive}, h); err != nil {
+			return err
+		}
+		pods := agentPods(t, hive)
+		ready := 0
+		for i := range pods {
+			if agentpod.IsReady(&pods[i]) && pods[i].Spec.NodeName != "" && agentpod.Revision(&pods[i]) == h.Status.UpdateRevision {
+				ready++
+			}
+		}
+		if len(pods) != n || ready != n || h.Status.CurrentRevision != h.Status.UpdateRevision || h.Status.ReadyReplicas != int32(n) {
+			return fmt.Errorf("%d pods, %d ready on nodes; status %+v", len(pods), ready, h.Status)
+		}
+		return nil
+	})
+}
+
+func submit(t *testing.T, prefix string, n int) []string {
+	t.Helper()
+	var names []string
+	for i := range n {
+		task := &swarmv1alpha1.Task{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%02d", prefix, i)},
+			Spec:       swarmv1alpha1.TaskSpec{Hive: "e2e", Input: fmt.Sprintf("input %d", i)},
+		}
+		if err := c.client.Create(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, task.Name)
+	}
+	return names
+}
+
+func waitSucceeded(t *testing.T, names []string) {
+	t.Helper()
+	eventually(t, 90*time.Second, func() error {
+		for _, name := range names {
+			task := &swarmv1alpha1.Task{}
+			if err := c.client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, task); err != nil {
+				return err
+			}
+			if task.Status.Phase != swarmv1alpha1.TaskSucceeded || task.Status.Result != task.Spec.Input {
+				return fmt.Errorf("task %s: %s %q %s", name, task.Status.Phase, task.Status.Result, task.Status.Message)
+			}
+		}
+		return nil
+	})
+}
+
+func TestInstallRunScaleRollOutDeleteUninstall(t *testing.T) {
+	ctx := context.Background()
+
+	t.Log("installing the chart with Helm")
+	helm(t, "install", "hive-operator", "charts/hive-operator", "--namespace", releaseNamespace, "--create-namespace",
+		"--set", "serviceAccount.name="+operatorAccount)
+	stopOperator := startOperator(t)
+
+	agents := &fleet.Fleet{Config: c.config, Client: c.client, Namespace: ns, Hive: "e2e",
+		Handler: func(string) agent.Handler { return handlers.Echo(0) }}
+	fleetCtx, stopFleet := context.WithCancel(ctx)
+	defer stopFleet()
+	agents.Start(fleetCtx)
+
+	t.Log("a hive of two agents answers tasks")
+	hive := &swarmv1alpha1.Hive{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "e2e"},
+		Spec: swarmv1alpha1.HiveSpec{
+			Replicas: ptr.To[int32](2),
+			Agent:    swarmv1alpha1.AgentSpec{Concurrency: 2},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "agent", Image: "ghcr.io/aihub-dev/hive-agent:v0.1.0", Args: []string{"--mode=echo"},
+			}}}},
+		},
+	}
+	if err := c.client.Create(ctx, hive); err != nil {
+		t.Fatal(err)
+	}
+	waitAgents(t, "e2e", 2)
+	waitSucceeded(t, submit(t, "first", 20))
+
+	t.Log("kubectl scale through the scale subresource")
+	scale := &autoscalingv1.Scale{}
+	if err := c.client.SubResource("scale").Get(ctx, hive, scale); err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 4
+	if err := c.client.SubResource("scale").Update(ctx, hive, client.WithSubResourceBody(scale)); err != nil {
+		t.Fatal(err)
+	}
+	waitAgents(t, "e2e", 4)
+
+	t.Log("the disruption controller computes the hive's budget through its scale subresource")
+	eventually(t, 60*time.Second, func() error {
+		pdb := &policyv1.PodDisruptionBudget{}
+		if err := c.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "e2e"}, pdb); err != nil {
+			return err
+		}
+		if pdb.Status.ExpectedPods != 4 || pdb.Status.CurrentHealthy != 4 || pdb.Status.DisruptionsAllowed != 1 {
+			return fmt.Errorf("budget status %+v", pdb.Status)
+		}
+		return nil
+	})
+
+	t.Log("a rollout replaces every agent while tasks keep flowing")
+	h := &swarmv1alpha1.Hive{}
+	if err := c.client.Get(ctx, client.ObjectKeyFromObject(hive), h); err != nil {
+		t.Fatal(err)
+	}
+	before := h.Status.CurrentRevision
+	base := h.DeepCopy()
+	h.Spec.Template.Spec.Containers[0].Image = "ghcr.io/aihub-dev/hive-agent:v0.2.0"
+	if err := c.client.Patch(ctx, h, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	during := submit(t, "during", 20)
+	waitAgents(t, "e2e", 4)
+	waitSucceeded(t, during)
+	if err := c.client.Get(ctx, client.ObjectKeyFromObject(hive), h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Status.CurrentRevision == before {
+		t.Errorf("currentRevision is still %s after the rollout", before)
+	}
+	for _, p := range agentPods(t, "e2e") {
+		if p.Spec.Containers[0].Image != "ghcr.io/aihub-dev/hive-agent:v0.2.0" {
+			t.Errorf("pod %s runs %s", p.Name, p.Spec.Containers[0].Image)
+		}
+	}
+
+	t.Log("deleting the hive: the garbage collector removes what it owned")
+	if err := c.client.Delete(ctx, hive); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 90*time.Second, func() error {
+		pods := &corev1.PodList{}
+		if err := c.client.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{swarmv1alpha1.LabelHive: "e2e"}); err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d agent pods left", len(pods.Items))
+		}
+		for _, obj := range []client.Object{&policyv1.PodDisruptionBudget{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+			name := "e2e"
+			if _, ok := obj.(*policyv1.PodDisruptionBudget); !ok {
+				name = "e2e-agent"
+			}
+			if err := c.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("%T %s still there (%v)", obj, name, err)
+			}
+		}
+		return nil
+	})
+
+	t.Log("uninstalling the chart")
+	stopOperator()
+	helm(t, "uninstall", "hive-operator", "--namespace", releaseNamespace, "--wait")
+	eventually(t, 60*time.Second, func() error {
+		deployments := &appsv1.DeploymentList{}
+		if err := c.client.List(ctx, deployments, client.InNamespace(releaseNamespace)); err != nil {
+			return err
+		}
+		if len(deployments.Items) > 0 {
+			return fmt.Errorf("%d deployments left in %s", len(deployments.Items), releaseNamespace)
+		}
+		roles := &rbacv1.ClusterRoleList{}
+		if err := c.client.List(ctx, roles, client.MatchingLabels{"app.kubernetes.io/instance": "hive-operator"}); err != nil {
+			return err
+		}
+		if len(roles.Items) > 0 {
+			return fmt.Errorf("%d cluster roles of the release left", len(roles.Items))
+		}
+		return nil
+	})
+}
