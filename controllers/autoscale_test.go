@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -23,6 +22,7 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
+	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
 func autoscaledHive(ns, name string, minReplicas, maxReplicas, concurrency int32, downWindow, idle time.Duration) *swarmv1alpha1.Hive {
@@ -81,22 +81,7 @@ func TestAutoscalingFollowsABurstAndSparesBusyAgents(t *testing.T) {
 		return nil
 	})
 	waitForAgents(t, ns, "bursty", 10, 30*time.Second)
-	eventually(t, 60*time.Second, func() error {
-		list := &swarmv1alpha1.TaskList{}
-		if err := env.Client.List(context.Background(), list, client.InNamespace(ns)); err != nil {
-			return err
-		}
-		done := 0
-		for _, task := range list.Items {
-			if task.Status.Phase == swarmv1alpha1.TaskSucceeded {
-				done++
-			}
-		}
-		if done != n {
-			return fmt.Errorf("%d of %d tasks done", done, n)
-		}
-		return nil
-	})
+	waitAllSucceeded(t, ns, n, 60*time.Second)
 	// The load is gone: after the down window the hive shrinks to its minimum.
 	idleSince := time.Now()
 	waitForAgents(t, ns, "bursty", 1, 30*time.Second)
@@ -205,17 +190,6 @@ func TestLeaderFailover(t *testing.T) {
 	waitForAgents(t, ns, "ha", 3, 20*time.Second)
 }
 
-// freeAddr returns a local address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
 // scrape reads the value of a metric series, matching every label given.
 func scrape(t *testing.T, addr, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
@@ -253,7 +227,7 @@ func scrape(t *testing.T, addr, name string, labels map[string]string) (float64,
 
 func TestMetricsAfterAKnownWorkload(t *testing.T) {
 	ns := namespace(t)
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	startKubelet(t, ns, 0)
 	w := &world{t: t, ns: ns, hive: "measured"}
 	w.op = startOperatorWith(t, func(o *ctrl.Options) { o.Metrics = metricsserver.Options{BindAddress: addr} })

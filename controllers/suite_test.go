@@ -197,17 +197,7 @@ func startKubelet(t *testing.T, ns string, readyAfter time.Duration) *kubelet.Ku
 // timeout.
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not reached within %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, 50*time.Millisecond, f)
 }
 
 // hiveWrapper builds test hives: makeHive(ns, "h").replicas(3).obj().

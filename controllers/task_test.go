@@ -242,25 +242,11 @@ func TestTasksRunToCompletionWithinSlots(t *testing.T) {
 		wg.Go(func() { w.submit(fmt.Sprintf("job-%03d", i)) })
 	}
 	wg.Wait()
-	eventually(t, 60*time.Second, func() error {
-		list := &swarmv1alpha1.TaskList{}
-		if err := env.Client.List(context.Background(), list, client.InNamespace(ns)); err != nil {
-			return err
+	for _, task := range waitAllSucceeded(t, ns, n, 60*time.Second) {
+		if want := "done:in:" + task.Name; task.Status.Result != want {
+			t.Errorf("task %s result %q, want %q", task.Name, task.Status.Result, want)
 		}
-		done := 0
-		for _, task := range list.Items {
-			if task.Status.Phase == swarmv1alpha1.TaskSucceeded {
-				if want := "done:in:" + task.Name; task.Status.Result != want {
-					t.Fatalf("task %s result %q, want %q", task.Name, task.Status.Result, want)
-				}
-				done++
-			}
-		}
-		if done != n {
-			return fmt.Errorf("%d of %d tasks succeeded", done, n)
-		}
-		return nil
-	})
+	}
 	checker.finish(t)
 	perTask := map[string]int{}
 	agents := map[string]int{}
@@ -437,22 +423,7 @@ func TestNoTaskIsLostWhenTheOperatorRestarts(t *testing.T) {
 	w.op.stop()
 	time.Sleep(time.Second)
 	startOperator(t)
-	eventually(t, 60*time.Second, func() error {
-		list := &swarmv1alpha1.TaskList{}
-		if err := env.Client.List(context.Background(), list, client.InNamespace(ns)); err != nil {
-			return err
-		}
-		done := 0
-		for _, task := range list.Items {
-			if task.Status.Phase == swarmv1alpha1.TaskSucceeded {
-				done++
-			}
-		}
-		if len(list.Items) != n || done != n {
-			return fmt.Errorf("%d of %d tasks succeeded (%d created)", done, n, len(list.Items))
-		}
-		return nil
-	})
+	waitAllSucceeded(t, ns, n, 60*time.Second)
 	perTask := map[string]int{}
 	for _, c := range w.allCalls() {
 		perTask[c.task]++
@@ -660,4 +631,28 @@ func TestTasksOfAnAgentThatStopsBeingReadyOrFailsAreRequeued(t *testing.T) {
 	if took := time.Since(heldAt); took < 2*time.Second {
 		t.Errorf("the unready agent's task was requeued after %v, inside the 2s grace", took)
 	}
+}
+
+// waitAllSucceeded waits until the namespace holds n tasks, all Succeeded.
+func waitAllSucceeded(t *testing.T, ns string, n int, timeout time.Duration) []swarmv1alpha1.Task {
+	t.Helper()
+	var items []swarmv1alpha1.Task
+	eventually(t, timeout, func() error {
+		list := &swarmv1alpha1.TaskList{}
+		if err := env.Client.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		done := 0
+		for _, task := range list.Items {
+			if task.Status.Phase == swarmv1alpha1.TaskSucceeded {
+				done++
+			}
+		}
+		if len(list.Items) != n || done != n {
+			return fmt.Errorf("%d of %d tasks succeeded (%d created)", done, n, len(list.Items))
+		}
+		items = list.Items
+		return nil
+	})
+	return items
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -16,16 +15,6 @@ import (
 var env *testenv.Env
 
 func TestMain(m *testing.M) { os.Exit(testenv.Run(m, &env)) }
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
 
 // get polls url until it answers 200 or the deadline passes. A manager that stops (done)
 // fails the test with its error rather than with a probe that never answers.
@@ -58,7 +47,7 @@ func get(ctx context.Context, t *testing.T, url string, done <-chan error) strin
 
 func TestManagerServesProbesAndMetrics(t *testing.T) {
 	testenv.Require(t, env)
-	probe, metrics := freeAddr(t), freeAddr(t)
+	probe, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	o, err := parseFlags([]string{
 		"--health-probe-bind-address=" + probe,
 		"--metrics-bind-address=" + metrics,

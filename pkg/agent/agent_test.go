@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -69,13 +68,12 @@ func get(t *testing.T, ns, name string) *swarmv1alpha1.Task {
 
 func waitFor(t *testing.T, what string, f func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testenv.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if !f() {
+			return errors.New("waiting for " + what)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func waitPhase(t *testing.T, ns, name string, phase swarmv1alpha1.TaskPhase) *swarmv1alpha1.Task {
@@ -320,12 +318,7 @@ func TestDependencyResults(t *testing.T) {
 func TestHealthEndpoints(t *testing.T) {
 	testenv.Require(t, env)
 	ns := namespace(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := testenv.FreeAddr(t)
 	stop := runAgent(t, ns, "pod-f", func(context.Context, *agent.Task) (string, error) { return "", nil },
 		func(o *agent.Options) { o.HealthAddr = addr })
 	status := func(path string) int {

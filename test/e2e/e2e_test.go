@@ -53,8 +53,8 @@ const (
 // cluster is the kwok cluster of the run.
 type cluster struct {
 	name, workdir, kubeconfig, kwokctl string
-	config                            *rest.Config
-	client                            client.Client
+	config                             *rest.Config
+	client                             client.Client
 }
 
 var c *cluster
@@ -145,17 +145,7 @@ func helm(t *testing.T, args ...string) string {
 
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not reached within %v: %v", timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, 200*time.Millisecond, f)
 }
 
 // startOperator runs the operator as the chart's service account would, with leader

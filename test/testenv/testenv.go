@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -148,4 +149,32 @@ func ModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// Eventually polls f every interval until it returns nil, and fails the test with f's last
+// error once timeout has passed.
+func Eventually(t testing.TB, timeout, interval time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reached within %v: %v", timeout, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// FreeAddr returns a local address that nothing listens on, for a server under test.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
 }
