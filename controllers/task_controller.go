@@ -20,6 +20,7 @@ import (
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/internal/lifecycle"
+	"github.com/aihub-dev/hive-operator/internal/statuspatch"
 )
 
 // TaskReconciler runs the parts of a task's life that are the operator's: it reports tasks
@@ -78,7 +79,11 @@ func (r *TaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if d.Status != nil {
 		next := task.DeepCopy()
 		next.Status = *d.Status
-		if err := r.Client.Status().Patch(ctx, next, client.MergeFromWithOptions(task, client.MergeFromWithOptimisticLock{})); err != nil {
+		patch, err := statuspatch.Guarded(task.ResourceVersion, &task.Status, &next.Status)
+		if err != nil {
+			return ctrl.Result{}, fmt.Errorf("writing task status: %w", err)
+		}
+		if err := r.Client.Status().Patch(ctx, next, patch); err != nil {
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				// The task changed (often its agent finished it): decide again from the
 				// new version, which the watch delivers.

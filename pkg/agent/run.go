@@ -21,6 +21,7 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/lifecycle"
+	"github.com/aihub-dev/hive-operator/internal/statuspatch"
 )
 
 var scheme = runtime.NewScheme()
@@ -409,7 +410,10 @@ func (r *runner) write(a *attempt, what string, transition func(*swarmv1alpha1.T
 		}
 		next := cur.DeepCopy()
 		next.Status = *status
-		err := r.writer.Status().Patch(context.Background(), next, client.MergeFromWithOptions(cur, client.MergeFromWithOptimisticLock{}))
+		patch, err := statuspatch.Guarded(cur.ResourceVersion, &cur.Status, &next.Status)
+		if err == nil {
+			err = r.writer.Status().Patch(context.Background(), next, patch)
+		}
 		if err == nil {
 			r.mu.Lock()
 			r.remember(next)
