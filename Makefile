@@ -127,6 +127,18 @@ test-e2e: ## Run the end-to-end suite on a local simulated cluster: Helm install
 	export E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
 	go test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
 
+##@ Benchmark
+
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: ## Measure throughput, latency, writes, memory and start-up against the API server's ceiling and a Job per task (about 12 minutes). BENCH_FLAGS="-write-docs" rewrites docs/benchmarks.md.
+	go run ./hack/bench $(BENCH_FLAGS)
+
+.PHONY: bench-quick
+bench-quick: ## Run a one-minute version of the benchmark (the CI smoke test: fails only if a task is lost).
+	go run ./hack/bench -quick $(BENCH_FLAGS)
+
 ##@ Helm
 
 # Helm is pinned in its own module. A helm built by `go tool` assumes Kubernetes v1.20 when
