@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/controllers"
+	"github.com/aihub-dev/hive-operator/internal/memlimit"
 )
 
 // options are the manager's command-line flags.
@@ -115,6 +117,14 @@ func main() {
 		os.Exit(2)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	// Without GOMEMLIMIT, the heap may grow to twice its live size, past the container's
+	// limit: give the runtime a soft limit under it instead.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if soft, ok := memlimit.FromCgroup(os.ReadFile); ok {
+			debug.SetMemoryLimit(soft)
+			ctrl.Log.WithName("setup").Info("Go memory limit set from the container's", "bytes", soft, "share", memlimit.Share)
+		}
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		ctrl.Log.Error(err, "unable to find a kubeconfig or in-cluster configuration")

@@ -285,8 +285,8 @@ func memoryTarget(r *Results) TargetResult {
 		t.Why = fmt.Sprintf("%.1f KB of peak RSS per stored task. The operator caches every task of its namespaces (dispatch, slots and "+
 			"dependencies are decided from the cache, never by API reads), and the peak adds Go's GC headroom (GOGC=100 lets the heap "+
 			"grow to twice its live size) and the garbage of decoding the initial watch stream, which the runtime returns to the "+
-			"system only slowly: a heap profile of the settled operator (-pprof) shows the live part. In a container, GOMEMLIMIT "+
-			"below the memory limit trades CPU for a tighter heap.", float64(s.PeakRSSBytes)/1024/float64(max(s.Tasks, 1)))
+			"system only slowly: a heap profile of the settled operator (-pprof) shows the live part. The bench runs it with no "+
+			"memory limit; in a container with one, the manager gives Go a soft limit at 90 %% of it, trading CPU for a tighter heap.", float64(s.PeakRSSBytes)/1024/float64(max(s.Tasks, 1)))
 	}
 	return t
 }
