@@ -335,21 +335,14 @@ func (d *Dispatcher) SetupWithManager(mgr ctrl.Manager) error {
 // slotOrQueueChanged passes the task events that may let the dispatcher bind something: a
 // task created, deleted, queued again, or leaving a slot; and changes of cancellation.
 func slotOrQueueChanged() predicate.Predicate {
-	return predicate.Funcs{
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*swarmv1alpha1.Task)
-			n, ok2 := e.ObjectNew.(*swarmv1alpha1.Task)
-			if !ok1 || !ok2 {
-				return false
-			}
-			// Assigned → Running changes nothing for the queue.
-			if o.Status.Phase.Bound() && n.Status.Phase.Bound() && o.Status.Agent == n.Status.Agent {
-				return false
-			}
-			return o.Status.Phase != n.Status.Phase || o.Status.Agent != n.Status.Agent ||
-				o.Spec.Cancel != n.Spec.Cancel || !o.Status.NotBefore.Equal(n.Status.NotBefore)
-		},
-	}
+	return updatesWhere(func(o, n *swarmv1alpha1.Task) bool {
+		// Assigned → Running changes nothing for the queue.
+		if o.Status.Phase.Bound() && n.Status.Phase.Bound() && o.Status.Agent == n.Status.Agent {
+			return false
+		}
+		return o.Status.Phase != n.Status.Phase || o.Status.Agent != n.Status.Agent ||
+			o.Spec.Cancel != n.Spec.Cancel || !o.Status.NotBefore.Equal(n.Status.NotBefore)
+	})
 }
 
 // podToHive maps an agent pod to the hive that controls it.
@@ -367,14 +360,7 @@ func podToHive(_ context.Context, obj client.Object) []ctrl.Request {
 
 // agentAvailabilityChanged passes pod events that change whether an agent takes tasks.
 func agentAvailabilityChanged() predicate.Predicate {
-	return predicate.Funcs{
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*corev1.Pod)
-			n, ok2 := e.ObjectNew.(*corev1.Pod)
-			if !ok1 || !ok2 {
-				return false
-			}
-			return agentpod.CanTakeTasks(o) != agentpod.CanTakeTasks(n) || agentpod.Revision(o) != agentpod.Revision(n)
-		},
-	}
+	return updatesWhere(func(o, n *corev1.Pod) bool {
+		return agentpod.CanTakeTasks(o) != agentpod.CanTakeTasks(n) || agentpod.Revision(o) != agentpod.Revision(n)
+	})
 }

@@ -135,16 +135,9 @@ func taskToHive(_ context.Context, obj client.Object) []ctrl.Request {
 // taskBindingChanged passes the task events that change a hive's queue or an agent's load:
 // creation, deletion, and changes of phase, agent or cancellation.
 func taskBindingChanged() predicate.Predicate {
-	return predicate.Funcs{
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*swarmv1alpha1.Task)
-			n, ok2 := e.ObjectNew.(*swarmv1alpha1.Task)
-			if !ok1 || !ok2 {
-				return false
-			}
-			return o.Status.Phase != n.Status.Phase || o.Status.Agent != n.Status.Agent || o.Spec.Cancel != n.Spec.Cancel
-		},
-	}
+	return updatesWhere(func(o, n *swarmv1alpha1.Task) bool {
+		return o.Status.Phase != n.Status.Phase || o.Status.Agent != n.Status.Agent || o.Spec.Cancel != n.Spec.Cancel
+	})
 }
 
 func ptrValue[T any](p *T, def T) T {

@@ -239,31 +239,22 @@ func (r *TaskReconciler) dependents(ctx context.Context, obj client.Object) []ct
 // agentHealthChanged passes pod events that can make an agent lost: deletion, readiness
 // changes, the pod stopping.
 func agentHealthChanged() predicate.Predicate {
-	return predicate.Funcs{
-		CreateFunc: func(event.CreateEvent) bool { return false },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*corev1.Pod)
-			n, ok2 := e.ObjectNew.(*corev1.Pod)
-			if !ok1 || !ok2 {
-				return false
-			}
-			return agentpod.IsReady(o) != agentpod.IsReady(n) || agentpod.IsFinished(o) != agentpod.IsFinished(n)
-		},
-	}
+	p := updatesWhere(func(o, n *corev1.Pod) bool {
+		return agentpod.IsReady(o) != agentpod.IsReady(n) || agentpod.IsFinished(o) != agentpod.IsFinished(n)
+	})
+	p.CreateFunc = func(event.CreateEvent) bool { return false }
+	return p
 }
 
 // taskFinished passes task events where a task finished or was deleted: its dependents may
 // now run or fail.
 func taskFinished() predicate.Predicate {
-	return predicate.Funcs{
-		CreateFunc: func(e event.CreateEvent) bool {
-			t, ok := e.Object.(*swarmv1alpha1.Task)
-			return ok && t.Status.Phase.Finished()
-		},
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*swarmv1alpha1.Task)
-			n, ok2 := e.ObjectNew.(*swarmv1alpha1.Task)
-			return ok1 && ok2 && !o.Status.Phase.Finished() && n.Status.Phase.Finished()
-		},
+	p := updatesWhere(func(o, n *swarmv1alpha1.Task) bool {
+		return !o.Status.Phase.Finished() && n.Status.Phase.Finished()
+	})
+	p.CreateFunc = func(e event.CreateEvent) bool {
+		t, ok := e.Object.(*swarmv1alpha1.Task)
+		return ok && t.Status.Phase.Finished()
 	}
+	return p
 }

@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/lifecycle"
+	"github.com/aihub-dev/hive-operator/internal/statuspatch"
 )
 
 // ceilingHive is the hive named by the ceiling's tasks; it does not exist, and no operator
@@ -26,35 +25,15 @@ const ceilingHive = "ceiling"
 func runCeiling(ctx context.Context, c client.Client, rec *recorder, meter *cpuMeter, cores int, prefix string, n, clients int) (*CeilingResult, error) {
 	tr := rec.track(prefix, n)
 	lat := make([]time.Duration, 3*n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, clients)
 	cpuStart := meter.sample()
 	start := time.Now()
-	for k := range clients {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := ceilingTask(ctx, c, rec, tr, prefix, i, lat[3*i:3*i+3]); err != nil {
-					errs[k] = err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	err := burstDriver(n, clients)(ctx, func(i int) error {
+		return ceilingTask(ctx, c, rec, tr, prefix, i, lat[3*i:3*i+3])
+	})
 	duration := time.Since(start)
 	cpuEnd := meter.sample()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("the ceiling run: %w", context.Cause(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("the ceiling run: %w", err)
 	}
 	return &CeilingResult{
 		Tasks:           n,
@@ -76,25 +55,25 @@ func ceilingTask(ctx context.Context, c client.Client, rec *recorder, tr *track,
 	}
 	lat[0] = time.Since(t0)
 
-	base := task.DeepCopy()
-	task.Status = lifecycle.Bind(base, "ceiling-agent-"+strconv.Itoa(i%100), time.Now())
-	t0 = time.Now()
-	if err := retry(ctx, func() error {
-		return c.Status().Patch(ctx, task, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
-	}); err != nil {
-		return fmt.Errorf("ceiling: binding task %s: %w", task.Name, err)
+	// The same guarded status patches as the operator and the agents send.
+	patchStatus := func(what string, next swarmv1alpha1.TaskStatus) (time.Duration, error) {
+		patch, err := statuspatch.Guarded(task.ResourceVersion, &task.Status, &next)
+		if err != nil {
+			return 0, fmt.Errorf("ceiling: %s task %s: %w", what, task.Name, err)
+		}
+		t0 := time.Now()
+		if err := retry(ctx, func() error { return c.Status().Patch(ctx, task, patch) }); err != nil {
+			return 0, fmt.Errorf("ceiling: %s task %s: %w", what, task.Name, err)
+		}
+		return time.Since(t0), nil
 	}
-	lat[1] = time.Since(t0)
-
-	base = task.DeepCopy()
-	task.Status = lifecycle.Succeed(base, "ok", time.Now())
-	t0 = time.Now()
-	if err := retry(ctx, func() error {
-		return c.Status().Patch(ctx, task, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
-	}); err != nil {
-		return fmt.Errorf("ceiling: finishing task %s: %w", task.Name, err)
+	var err error
+	if lat[1], err = patchStatus("binding", lifecycle.Bind(task, "ceiling-agent-"+strconv.Itoa(i%100), time.Now())); err != nil {
+		return err
 	}
-	lat[2] = time.Since(t0)
+	if lat[2], err = patchStatus("finishing", lifecycle.Succeed(task, "ok", time.Now())); err != nil {
+		return err
+	}
 	if task.Status.Phase != swarmv1alpha1.TaskSucceeded {
 		return fmt.Errorf("ceiling: task %s is %s after its finish", task.Name, task.Status.Phase)
 	}

@@ -27,9 +27,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/go-logr/logr"
+	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
 // config holds the command-line flags.
@@ -271,7 +272,7 @@ func (b *bench) logf(format string, args ...any) {
 
 // run runs every phase; whatever it started is stopped before it returns.
 func (b *bench) run(ctx context.Context) (err error) {
-	if b.root, err = moduleRoot(); err != nil {
+	if b.root, err = testenv.ModuleRoot(); err != nil {
 		return err
 	}
 	if b.workDir, err = os.MkdirTemp("", "hive-bench-"); err != nil {
@@ -312,7 +313,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	}
 
 	b.logf("starting the control plane from %s", b.cfg.assets)
-	cp, err := startControlPlane(b.root, b.cfg.assets, b.workDir)
+	cp, err := startControlPlane(b.cfg.assets, b.workDir)
 	if err != nil {
 		return err
 	}

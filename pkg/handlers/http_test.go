@@ -116,35 +116,7 @@ func TestHTTP(t *testing.T) {
 			srv := httptest.NewServer(tt.server)
 			defer srv.Close()
 			got, err := HTTP(srv.URL+tt.path, tt.opts)(t.Context(), task)
-			if tt.wantErr == nil {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				if tt.wantLen > 0 {
-					if len(got) != tt.wantLen {
-						t.Errorf("result of %d bytes, want %d", len(got), tt.wantLen)
-					}
-				} else if got != tt.want {
-					t.Errorf("result %q, want %q", got, tt.want)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("no error; result of %d bytes", len(got))
-			}
-			for _, s := range tt.wantErr {
-				if !strings.Contains(err.Error(), s) {
-					t.Errorf("error %q does not contain %q", err, s)
-				}
-			}
-			for _, s := range tt.notErr {
-				if strings.Contains(err.Error(), s) {
-					t.Errorf("error %q contains %q", err, s)
-				}
-			}
-			if tt.errIs != nil && !errors.Is(err, tt.errIs) {
-				t.Errorf("error %v does not wrap %v", err, tt.errIs)
-			}
+			outcome{tt.want, tt.wantLen, tt.wantErr, tt.notErr, tt.errIs}.check(t, got, err)
 		})
 	}
 }

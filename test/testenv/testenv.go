@@ -50,12 +50,9 @@ type Env struct {
 	env *envtest.Environment
 }
 
-// Start starts etcd and the API server and installs the CRDs from config/crd/bases.
+// Start starts etcd and the API server from $KUBEBUILDER_ASSETS (else envtest's default
+// folder) and installs the CRDs from config/crd/bases.
 func Start() (*Env, error) {
-	root, err := ModuleRoot()
-	if err != nil {
-		return nil, err
-	}
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		dir, err := envtest.SetupEnvtestDefaultBinaryAssetsDirectory()
@@ -63,6 +60,16 @@ func Start() (*Env, error) {
 			return nil, fmt.Errorf("finding the envtest binaries: %w", err)
 		}
 		assets = filepath.Join(dir, K8sVersion+"-"+runtime.GOOS+"-"+runtime.GOARCH)
+	}
+	return StartFrom(assets)
+}
+
+// StartFrom starts etcd and the API server from the binaries in assets and installs the CRDs
+// from config/crd/bases.
+func StartFrom(assets string) (*Env, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
 		return nil, fmt.Errorf("no kube-apiserver in %s: run `make test` or hack/setup-envtest.sh, which provide it: %w", assets, err)
@@ -86,6 +93,9 @@ func Start() (*Env, error) {
 	}
 	return &Env{Config: cfg, Client: c, env: env}, nil
 }
+
+// ControlPlane is the running API server and etcd, to add users or find their processes.
+func (e *Env) ControlPlane() *envtest.ControlPlane { return &e.env.ControlPlane }
 
 // Stop stops the API server and etcd.
 func (e *Env) Stop() error {
