@@ -228,11 +228,10 @@ func scrape(t *testing.T, addr, name string, labels map[string]string) (float64,
 func TestMetricsAfterAKnownWorkload(t *testing.T) {
 	ns := namespace(t)
 	addr := testenv.FreeAddr(t)
-	startKubelet(t, ns, 0)
 	w := &world{t: t, ns: ns, hive: "measured"}
 	w.op = startOperatorWith(t, func(o *ctrl.Options) { o.Metrics = metricsserver.Options{BindAddress: addr} })
 	create(t, hiveOf(ns, "measured", 2, 2))
-	w.fleet = fleetFor(t, ns, "measured", func(_ context.Context, _ string, task *agent.Task) (string, error) {
+	w.fleet, w.kubelet = fleetFor(t, ns, func(_ context.Context, _ string, task *agent.Task) (string, error) {
 		switch {
 		case strings.HasPrefix(task.Name, "bad-"):
 			return "", fmt.Errorf("cannot do %s", task.Name)

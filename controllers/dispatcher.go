@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,7 +28,6 @@ import (
 	"github.com/aihub-dev/hive-operator/internal/dispatch"
 	"github.com/aihub-dev/hive-operator/internal/lifecycle"
 	"github.com/aihub-dev/hive-operator/internal/metrics"
-	"github.com/aihub-dev/hive-operator/internal/revision"
 	"github.com/aihub-dev/hive-operator/internal/statuspatch"
 )
 
@@ -37,6 +37,9 @@ import (
 type Dispatcher struct {
 	// Client reads from the manager's cache and writes to the API server.
 	Client client.Client
+	// APIReader reads from the API server, to learn whether a bind whose answer was lost
+	// (a timeout, a dropped connection) went through.
+	APIReader client.Reader
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// BindConcurrency is the number of bind requests in flight at once. Default 16.
@@ -46,10 +49,24 @@ type Dispatcher struct {
 	// Observer, when set, is told of each bind and queue wait (for metrics).
 	Observer BindObserver
 
-	ledger *dispatch.Ledger
+	// Ledger counts the binds in flight; SetupWithManager makes one when it is nil. The
+	// hive controller reads the same ledger (HiveReconciler.Bindings).
+	Ledger *dispatch.Ledger
+
 	// seen holds when the dispatcher first saw each task it has not bound yet: creation
 	// timestamps have only second precision, too coarse for millisecond queue waits.
 	seen sync.Map
+	// backoffSeen holds when the dispatcher first saw each task waiting for its retry
+	// backoff (a backoffMark), which caps how long the notBefore an agent wrote can hold
+	// it (lifecycle.RetryAt).
+	backoffSeen sync.Map
+}
+
+// backoffMark is when the dispatcher first saw a task backing off since it was queued at
+// queuedAt.
+type backoffMark struct {
+	queuedAt time.Time
+	at       time.Time
 }
 
 // BindObserver is told about binds, for metrics.
@@ -66,7 +83,7 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	hive := &swarmv1alpha1.Hive{}
 	if err := d.Client.Get(ctx, req.NamespacedName, hive); err != nil {
 		if apierrors.IsNotFound(err) {
-			d.ledger.Forget(hiveKey)
+			d.Ledger.Forget(hiveKey)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("reading hive: %w", err)
@@ -85,10 +102,11 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for i := range tasks.Items {
 		versions[tasks.Items[i].UID] = tasks.Items[i].ResourceVersion
 	}
-	d.ledger.Settle(hiveKey, func(uid types.UID) (string, bool) {
+	d.Ledger.Settle(hiveKey, func(uid types.UID) (string, bool) {
 		rv, ok := versions[uid]
 		return rv, ok
 	})
+	d.resolveDoubts(ctx, hive, hiveKey)
 
 	now := d.Now()
 	queue, byUID, wait, err := d.queue(ctx, hive, tasks.Items, now)
@@ -103,12 +121,42 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	bindings := dispatch.Assign(queue, agents)
-	err = d.bind(ctx, hive, bindings, byUID, now)
-	metrics.LedgerBinds.Set(float64(d.ledger.Size()))
+	conflicts, err := d.bind(ctx, hive, bindings, byUID, now)
+	metrics.LedgerBinds.Set(float64(d.Ledger.Size()))
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if conflicts > 0 {
+		// A task changed since the cache showed it. The change may be one no watch event
+		// brings back here (a label edit, say), so look again shortly rather than wait.
+		wait = shortest(wait, conflictRetry)
+	}
 	return ctrl.Result{RequeueAfter: wait}, nil
+}
+
+// conflictRetry is how soon the dispatcher looks at a hive again after a bind conflict.
+const conflictRetry = 100 * time.Millisecond
+
+// shortest returns the shorter of two waits, 0 meaning none.
+func shortest(a, b time.Duration) time.Duration {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// resolveDoubts asks the API server about the hive's binds whose outcome is unknown.
+func (d *Dispatcher) resolveDoubts(ctx context.Context, hive *swarmv1alpha1.Hive, hiveKey string) {
+	for _, b := range d.Ledger.Doubtful(hiveKey) {
+		fresh := &swarmv1alpha1.Task{}
+		err := d.APIReader.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: b.Name}, fresh)
+		switch {
+		case apierrors.IsNotFound(err):
+			d.Ledger.Release(b.Task)
+		case err == nil:
+			d.Ledger.Resolve(b.Task, fresh.ResourceVersion)
+		}
+	}
 }
 
 // queue returns the hive's tasks that may be bound now, in queue order, and how long until
@@ -121,49 +169,40 @@ func (d *Dispatcher) queue(ctx context.Context, hive *swarmv1alpha1.Hive, tasks 
 	)
 	for i := range tasks {
 		t := &tasks[i]
-		if !lifecycle.IsQueued(t) || d.ledger.Holds(t.UID) {
+		if !lifecycle.IsQueued(t) || d.Ledger.Holds(t.UID) {
 			continue
 		}
-		deps, err := d.dependencies(ctx, t)
-		if err != nil {
-			return nil, nil, 0, err
-		}
-		ok, backoff := lifecycle.Dispatchable(t, hive, deps, now)
+		ok, backoff := lifecycle.Dispatchable(t, hive.Spec.Agent.Capabilities, now, d.backoffObserved(t, now))
 		if !ok {
-			if backoff > 0 && (wait == 0 || backoff < wait) {
-				wait = backoff
-			}
+			wait = shortest(wait, backoff)
 			continue
 		}
-		queue = append(queue, dispatch.Item{Name: t.Name, UID: t.UID, Priority: t.Spec.Priority, Queued: t.CreationTimestamp.Time})
+		queue = append(queue, dispatch.Item{Name: t.Name, UID: t.UID, Priority: t.Spec.Priority, Queued: t.CreationTimestamp.Time,
+			Requires: t.Spec.RequiredCapabilities})
 		byUID[t.UID] = t
 	}
 	dispatch.Order(queue)
 	return queue, byUID, wait, nil
 }
 
-func (d *Dispatcher) dependencies(ctx context.Context, t *swarmv1alpha1.Task) (map[string]*swarmv1alpha1.Task, error) {
-	if len(t.Spec.DependsOn) == 0 {
-		return nil, nil
+// backoffObserved returns when the dispatcher first saw a task waiting for its backoff
+// (zero for a task that waits for none).
+func (d *Dispatcher) backoffObserved(t *swarmv1alpha1.Task, now time.Time) time.Time {
+	if t.Status.NotBefore == nil {
+		return time.Time{}
 	}
-	deps := make(map[string]*swarmv1alpha1.Task, len(t.Spec.DependsOn))
-	for _, name := range t.Spec.DependsOn {
-		dep := &swarmv1alpha1.Task{}
-		err := d.Client.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: name}, dep)
-		switch {
-		case apierrors.IsNotFound(err):
-			deps[name] = nil
-		case err != nil:
-			return nil, fmt.Errorf("reading dependency %s of task %s: %w", name, t.Name, err)
-		default:
-			deps[name] = dep
-		}
+	queued := lifecycle.QueuedSince(t)
+	v, loaded := d.backoffSeen.LoadOrStore(t.UID, backoffMark{queuedAt: queued, at: now})
+	if m := v.(backoffMark); !loaded || m.queuedAt.Equal(queued) {
+		return m.at
 	}
-	return deps, nil
+	d.backoffSeen.Store(t.UID, backoffMark{queuedAt: queued, at: now})
+	return now
 }
 
-// agents returns the hive's agents that can take tasks, with their free slots. Agents of the
-// current revision are used; older ones only while a rollout has none ready yet.
+// agents returns the hive's agents that can take tasks, with their free slots. Agents of
+// every revision take tasks, each within its own revision's slots and capabilities (read
+// from its pod), so a rollout keeps all the capacity that is ready.
 func (d *Dispatcher) agents(ctx context.Context, hive *swarmv1alpha1.Hive, tasks []swarmv1alpha1.Task) ([]dispatch.Agent, error) {
 	pods := &corev1.PodList{}
 	// The pods are only read: skip the cache's deep copies, which are most of a pass's cost.
@@ -171,38 +210,31 @@ func (d *Dispatcher) agents(ctx context.Context, hive *swarmv1alpha1.Hive, tasks
 		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing agent pods: %w", err)
 	}
-	rev := revision.Of(&hive.Spec.Template, &hive.Spec.Agent)
-	var current, older []*corev1.Pod
+	bound := boundTasks(tasks)
+	agents := make([]dispatch.Agent, 0, len(pods.Items))
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		ref := metav1.GetControllerOf(p)
 		if ref == nil || ref.UID != hive.UID || !agentpod.CanTakeTasks(p) {
 			continue
 		}
-		if agentpod.Revision(p) == rev {
-			current = append(current, p)
-		} else {
-			older = append(older, p)
+		free := agentpod.Slots(p) - d.Ledger.Used(agentKey(p.Namespace, p.Name), bound[p.Name])
+		if free > 0 {
+			agents = append(agents, dispatch.Agent{Name: p.Name, Free: free, Offers: agentpod.Capabilities(p)})
 		}
 	}
-	if len(current) == 0 {
-		current = older
-	}
+	return agents, nil
+}
+
+// boundTasks returns the tasks bound to each agent.
+func boundTasks(tasks []swarmv1alpha1.Task) map[string][]types.UID {
 	bound := map[string][]types.UID{}
 	for i := range tasks {
 		if t := &tasks[i]; t.Status.Phase.Bound() {
 			bound[t.Status.Agent] = append(bound[t.Status.Agent], t.UID)
 		}
 	}
-	concurrency := int(max(hive.Spec.Agent.Concurrency, 1))
-	agents := make([]dispatch.Agent, 0, len(current))
-	for _, p := range current {
-		free := concurrency - d.ledger.Used(agentKey(p.Namespace, p.Name), bound[p.Name])
-		if free > 0 {
-			agents = append(agents, dispatch.Agent{Name: p.Name, Free: free})
-		}
-	}
-	return agents, nil
+	return bound
 }
 
 func agentKey(namespace, pod string) string { return namespace + "/" + pod }
@@ -241,11 +273,13 @@ func (d *Dispatcher) taskHandler() handler.TypedEventHandler[client.Object, reco
 		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if t, ok := e.ObjectNew.(*swarmv1alpha1.Task); ok && t.Status.Phase.Finished() {
 				d.seen.Delete(t.UID) // finished without a bind: cancelled, or its dependency failed
+				d.backoffSeen.Delete(t.UID)
 			}
 			enqueue(e.ObjectNew, q)
 		},
 		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			d.seen.Delete(e.Object.GetUID())
+			d.backoffSeen.Delete(e.Object.GetUID())
 			enqueue(e.Object, q)
 		},
 		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -254,45 +288,59 @@ func (d *Dispatcher) taskHandler() handler.TypedEventHandler[client.Object, reco
 	}
 }
 
-// bind writes the bindings, BindConcurrency at a time. Each is one status patch guarded by
-// the task's resourceVersion, counted in the ledger from before it is sent. A conflict means
-// the task changed since the cache showed it (cancelled, deleted, or the cache was stale):
-// the task is left for the next pass.
-func (d *Dispatcher) bind(ctx context.Context, hive *swarmv1alpha1.Hive, bindings []dispatch.Binding, tasks map[types.UID]*swarmv1alpha1.Task, now time.Time) error {
+// bind writes the bindings, BindConcurrency at a time, and returns how many conflicted.
+// Each is one status patch guarded by the task's resourceVersion, counted in the ledger
+// from before it is sent. A conflict means the task changed since the cache showed it
+// (cancelled, deleted, or the cache was stale): the task is left for the next pass. A bind
+// whose answer was lost may have gone through: the API server is asked, and the ledger
+// keeps the slot taken until it is known.
+func (d *Dispatcher) bind(ctx context.Context, hive *swarmv1alpha1.Hive, bindings []dispatch.Binding, tasks map[types.UID]*swarmv1alpha1.Task, now time.Time) (int, error) {
 	if len(bindings) == 0 {
-		return nil
+		return 0, nil
 	}
 	hiveKey := client.ObjectKeyFromObject(hive).String()
 	work := make(chan dispatch.Binding)
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		errs      []error
+		conflicts int
 	)
 	for range min(d.BindConcurrency, len(bindings)) {
 		wg.Go(func() {
 			for b := range work {
 				t := tasks[b.Task.UID]
-				d.ledger.Reserve(hiveKey, agentKey(hive.Namespace, b.Agent), t.UID, t.ResourceVersion)
+				d.Ledger.Reserve(hiveKey, agentKey(hive.Namespace, b.Agent), t.UID, t.ResourceVersion)
 				bound := t.DeepCopy()
 				bound.Status = lifecycle.Bind(t, b.Agent, now)
 				patch, err := statuspatch.Guarded(t.ResourceVersion, &t.Status, &bound.Status)
 				if err == nil {
 					err = d.Client.Status().Patch(ctx, bound, patch)
 				}
+				if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && lostAnswer(err) {
+					err = d.confirmBind(ctx, t, bound, err)
+				}
 				if err != nil {
-					d.ledger.Release(t.UID)
-					if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
-						mu.Lock()
-						errs = append(errs, fmt.Errorf("binding task %s to agent %s: %w", t.Name, b.Agent, err))
-						mu.Unlock()
+					if !d.Ledger.IsDoubtful(t.UID) {
+						d.Ledger.Release(t.UID)
 					}
+					mu.Lock()
+					switch {
+					case apierrors.IsConflict(err):
+						conflicts++
+					case apierrors.IsNotFound(err):
+					default:
+						errs = append(errs, fmt.Errorf("binding task %s to agent %s: %w", t.Name, b.Agent, err))
+					}
+					mu.Unlock()
 					continue
 				}
+				log.FromContext(ctx).V(2).Info("bound task", "task", klog.KObj(t), "agent", b.Agent, "attempt", bound.Status.Attempt)
 				if d.Observer != nil {
 					d.Observer.Bound(hive.Namespace, hive.Name, now.Sub(d.queuedSince(t)))
 				}
 				d.seen.Delete(t.UID)
+				d.backoffSeen.Delete(t.UID)
 			}
 		})
 	}
@@ -301,10 +349,42 @@ func (d *Dispatcher) bind(ctx context.Context, hive *swarmv1alpha1.Hive, binding
 	}
 	close(work)
 	wg.Wait()
-	if len(errs) > 0 {
-		log.FromContext(ctx).V(1).Info("some binds failed; retrying", "failed", len(errs), "bound", len(bindings)-len(errs))
+	if len(errs) > 0 || conflicts > 0 {
+		log.FromContext(ctx).V(1).Info("some binds failed; retrying", "failed", len(errs), "conflicts", conflicts, "bound", len(bindings)-len(errs)-conflicts)
 	}
-	return errors.Join(errs...)
+	return conflicts, errors.Join(errs...)
+}
+
+// lostAnswer reports whether a failed request may have been carried out: the error is not
+// the API server's answer (a timeout, a connection lost on the way back) or a server error
+// that may come after the write.
+func lostAnswer(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return true
+	}
+	return apierrors.IsInternalError(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsServiceUnavailable(err)
+}
+
+// confirmBind reads a task whose bind got no answer: nil when the bind went through (the
+// task is bound as the patch asked), the original error when it did not, and the read's
+// error when the API server cannot tell.
+func (d *Dispatcher) confirmBind(ctx context.Context, before, bound *swarmv1alpha1.Task, bindErr error) error {
+	fresh := &swarmv1alpha1.Task{}
+	if err := d.APIReader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
+		if apierrors.IsNotFound(err) {
+			return err
+		}
+		// Unknown: keep the slot taken; the cache shows the truth soon and the ledger then
+		// settles. Not releasing it errs on the side of an idle slot, never an over-bind.
+		d.Ledger.Doubt(before.UID, before.Name)
+		return errors.Join(bindErr, fmt.Errorf("checking whether the bind went through: %w", err))
+	}
+	if fresh.ResourceVersion != before.ResourceVersion && fresh.Status.Agent == bound.Status.Agent &&
+		fresh.Status.Attempt == bound.Status.Attempt && fresh.Status.Phase.Bound() {
+		return nil
+	}
+	return bindErr
 }
 
 // SetupWithManager registers the dispatcher and its watches.
@@ -318,7 +398,9 @@ func (d *Dispatcher) SetupWithManager(mgr ctrl.Manager) error {
 	if d.MaxConcurrentReconciles <= 0 {
 		d.MaxConcurrentReconciles = 4
 	}
-	d.ledger = dispatch.NewLedger()
+	if d.Ledger == nil {
+		d.Ledger = dispatch.NewLedger()
+	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("dispatcher").
 		For(&swarmv1alpha1.Hive{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -333,7 +415,9 @@ func (d *Dispatcher) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // slotOrQueueChanged passes the task events that may let the dispatcher bind something: a
-// task created, deleted, queued again, or leaving a slot; and changes of cancellation.
+// task created, deleted, queued again, or leaving a slot; changes of cancellation; and a
+// task's dependencies recorded met (its dependencies may have run in another hive, whose
+// events never reach this hive's queue).
 func slotOrQueueChanged() predicate.Predicate {
 	return updatesWhere(func(o, n *swarmv1alpha1.Task) bool {
 		// Assigned → Running changes nothing for the queue.
@@ -341,7 +425,8 @@ func slotOrQueueChanged() predicate.Predicate {
 			return false
 		}
 		return o.Status.Phase != n.Status.Phase || o.Status.Agent != n.Status.Agent ||
-			o.Spec.Cancel != n.Spec.Cancel || !o.Status.NotBefore.Equal(n.Status.NotBefore)
+			o.Spec.Cancel != n.Spec.Cancel || !o.Status.NotBefore.Equal(n.Status.NotBefore) ||
+			lifecycle.DependenciesSatisfied(o) != lifecycle.DependenciesSatisfied(n)
 	})
 }
 

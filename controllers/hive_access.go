@@ -3,13 +3,16 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
@@ -29,8 +32,10 @@ var agentRules = []rbacv1.PolicyRule{
 // ensureAgentAccess gives the hive's agents an identity and the permissions of the agent
 // protocol: a ServiceAccount (unless the template names its own), a Role and a RoleBinding,
 // all named <hive>-agent and owned by the hive. Objects of those names the hive does not own
-// are left alone.
-func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alpha1.Hive) error {
+// are left alone. The RoleBinding binds the template's service account and that of every
+// agent pod still there: agents of an older revision keep their permissions while they
+// finish their tasks, after the template names another account.
+func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alpha1.Hive, pods []*corev1.Pod) error {
 	name := agentpod.AccessName(hive)
 	account := agentpod.ServiceAccountName(hive)
 	meta := func() metav1.ObjectMeta {
@@ -66,7 +71,7 @@ func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alp
 		}
 	}
 
-	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: account, Namespace: hive.Namespace}}
+	subjects := agentSubjects(hive, account, pods)
 	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
 	binding := &rbacv1.RoleBinding{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, binding); apierrors.IsNotFound(err) {
@@ -76,6 +81,7 @@ func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alp
 	} else if err != nil {
 		return fmt.Errorf("reading the agents' role binding: %w", err)
 	} else if metav1.IsControlledBy(binding, hive) && !equality.Semantic.DeepEqual(binding.Subjects, subjects) {
+		log.FromContext(ctx).V(2).Info("updating the agents' role binding", "hive", klog.KObj(hive), "subjects", subjects)
 		base := binding.DeepCopy()
 		binding.Subjects = subjects
 		if err := r.Client.Patch(ctx, binding, client.MergeFrom(base)); err != nil {
@@ -83,4 +89,24 @@ func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alp
 		}
 	}
 	return nil
+}
+
+// agentSubjects returns the service accounts the agents' RoleBinding binds: the template's
+// and those of the hive's pods, sorted.
+func agentSubjects(hive *swarmv1alpha1.Hive, account string, pods []*corev1.Pod) []rbacv1.Subject {
+	names := []string{account}
+	for _, p := range pods {
+		sa := p.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		names = append(names, sa)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	subjects := make([]rbacv1.Subject, 0, len(names))
+	for _, n := range names {
+		subjects = append(subjects, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: n, Namespace: hive.Namespace})
+	}
+	return subjects
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/internal/expectations"
 	"github.com/aihub-dev/hive-operator/internal/hivestatus"
+	"github.com/aihub-dev/hive-operator/internal/lifecycle"
 	"github.com/aihub-dev/hive-operator/internal/pool"
 	"github.com/aihub-dev/hive-operator/internal/revision"
 )
@@ -51,6 +53,10 @@ type HiveReconciler struct {
 	MaxConcurrentReconciles int
 	// Observer, when set, is told of scale events and rollouts (for metrics).
 	Observer HiveObserver
+	// Bindings, when set, holds the dispatcher's binds in flight, which count as busy slots
+	// before the cache shows them: an agent the dispatcher just bound a task to is not
+	// deleted as idle.
+	Bindings InFlightBinds
 
 	expectations *expectations.Store
 
@@ -62,6 +68,11 @@ type HiveReconciler struct {
 	// does not own, so it does not try again on every pass.
 	foreign map[types.NamespacedName]map[string]bool
 	scale   map[types.NamespacedName]scaleState
+}
+
+// InFlightBinds tells the binds in flight of a hive, by agent (namespace/name).
+type InFlightBinds interface {
+	Held(hive string) map[string][]types.UID
 }
 
 // HiveObserver is told of a hive's scale events and rollouts, for metrics.
@@ -111,14 +122,14 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 	key := client.ObjectKeyFromObject(hive)
 	now := r.now()
 
-	if err := r.ensureAgentAccess(ctx, hive); err != nil {
-		return ctrl.Result{}, err
-	}
 	if err := r.releasePods(ctx, hive); err != nil {
 		return ctrl.Result{}, err
 	}
 	pods, err := r.agentPods(ctx, hive)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.ensureAgentAccess(ctx, hive, pods); err != nil {
 		return ctrl.Result{}, err
 	}
 	byName := make(map[string]*corev1.Pod, len(pods))
@@ -135,11 +146,18 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 
+	// Binds in flight first, then the cache: a bind the ledger stops holding in between is
+	// one the cache then shows.
+	var inFlight map[string][]types.UID
+	if r.Bindings != nil {
+		inFlight = r.Bindings.Held(key.String())
+	}
 	tasks, err := r.activeTasks(ctx, hive)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	busy, queued, running := taskCounts(tasks)
+	load := countLoad(tasks, inFlight, hive.Namespace, hive.Spec.Agent.Capabilities, now)
+	busy, queued, running := load.busy, load.queued, load.running
 
 	var (
 		scaling      *hivestatus.Scaling
@@ -202,7 +220,7 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 	}
 
 	result := ctrl.Result{RequeueAfter: plan.RequeueAfter}
-	for _, d := range []time.Duration{statusWait, r.createBackoff(key, now), scaleRequeue} {
+	for _, d := range []time.Duration{statusWait, r.createBackoff(key, now), scaleRequeue, load.retryIn} {
 		if d > 0 && (result.RequeueAfter == 0 || d < result.RequeueAfter) {
 			result.RequeueAfter = d
 		}
@@ -250,20 +268,58 @@ func (r *HiveReconciler) activeTasks(ctx context.Context, hive *swarmv1alpha1.Hi
 	return list.Items, nil
 }
 
-// taskCounts returns the bound tasks per agent, and the queued and running task counts.
-func taskCounts(tasks []swarmv1alpha1.Task) (busy map[string]int, queued, running int) {
-	busy = map[string]int{}
+// load is what a hive's tasks ask of its agents.
+type load struct {
+	// busy counts the slots each agent uses: tasks bound to it in the cache, and binds in
+	// flight the cache does not show yet.
+	busy map[string]int
+	// queued counts the tasks waiting for a slot now (lifecycle.Waiting); running the
+	// tasks bound to an agent.
+	queued, running int
+	// retryIn is when the first task backing off starts waiting for a slot: the hive's
+	// load changes then, with no event to say so.
+	retryIn time.Duration
+}
+
+// countLoad counts a hive's load from its unfinished tasks and the binds in flight (by
+// agent key, namespace/name).
+func countLoad(tasks []swarmv1alpha1.Task, inFlight map[string][]types.UID, namespace string, offered []string, now time.Time) load {
+	l := load{busy: map[string]int{}}
+	bound := map[string]map[types.UID]bool{}
 	for i := range tasks {
 		t := &tasks[i]
+		if t.Status.Phase.Bound() {
+			if bound[t.Status.Agent] == nil {
+				bound[t.Status.Agent] = map[types.UID]bool{}
+			}
+			bound[t.Status.Agent][t.UID] = true
+			continue
+		}
+		waiting, retryIn := lifecycle.Waiting(t, offered, now, time.Time{})
 		switch {
-		case t.Status.Phase.Bound():
-			busy[t.Status.Agent]++
-			running++
-		case (t.Status.Phase == swarmv1alpha1.TaskPending || t.Status.Phase == "") && !t.Spec.Cancel:
-			queued++
+		case waiting:
+			l.queued++
+		case retryIn > 0:
+			l.retryIn = shortest(l.retryIn, retryIn)
 		}
 	}
-	return busy, queued, running
+	for agent, uids := range inFlight {
+		name := strings.TrimPrefix(agent, namespace+"/")
+		for _, uid := range uids {
+			if bound[name] == nil {
+				bound[name] = map[types.UID]bool{}
+			}
+			if !bound[name][uid] {
+				bound[name][uid] = true
+				l.queued = max(0, l.queued-1) // the bind takes it out of the queue
+			}
+		}
+	}
+	for agent, uids := range bound {
+		l.busy[agent] = len(uids)
+		l.running += len(uids)
+	}
+	return l
 }
 
 func toAgent(p *corev1.Pod, busy int) pool.Agent {

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 )
 
@@ -63,7 +64,7 @@ func TestHiveScalesUpAndDown(t *testing.T) {
 	startKubelet(t, ns, 100*time.Millisecond)
 	startOperator(t)
 
-	create(t, makeHive(ns, "pool").replicas(0).obj())
+	create(t, builder.Hive(ns, "pool").Replicas(0).Obj())
 	waitForAgents(t, ns, "pool", 0, 20*time.Second)
 
 	for _, n := range []int32{5, 2, 0} {
@@ -93,7 +94,7 @@ func TestHiveAgentPodsFollowTheContract(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 0)
 	startOperator(t)
-	h := makeHive(ns, "contract").replicas(1).obj()
+	h := builder.Hive(ns, "contract").Replicas(1).Obj()
 	h.Spec.Agent = swarmv1alpha1.AgentSpec{Concurrency: 3, Capabilities: []string{"gpu", "python"}}
 	h.Spec.Template.Labels = map[string]string{"team": "research"}
 	h.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "HIVE_NAME", Value: "spoofed"}, {Name: "KEEP", Value: "me"}}
@@ -155,7 +156,7 @@ func TestHiveScaleSubresource(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 0)
 	startOperator(t)
-	hive := makeHive(ns, "scaled").replicas(1).obj()
+	hive := builder.Hive(ns, "scaled").Replicas(1).Obj()
 	create(t, hive)
 	waitForAgents(t, ns, "scaled", 1, 20*time.Second)
 
@@ -178,7 +179,7 @@ func TestHiveReplacesLostAgents(t *testing.T) {
 	ns := namespace(t)
 	k := startKubelet(t, ns, 50*time.Millisecond)
 	startOperator(t)
-	create(t, makeHive(ns, "healing").replicas(3).obj())
+	create(t, builder.Hive(ns, "healing").Replicas(3).Obj())
 	pods := waitForAgents(t, ns, "healing", 3, 20*time.Second)
 
 	if err := env.Client.Delete(t.Context(), &pods[0]); err != nil {
@@ -236,7 +237,7 @@ func TestHiveScaleDownSparesBusyAgents(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 0)
 	startOperator(t)
-	create(t, makeHive(ns, "busy").replicas(5).obj())
+	create(t, builder.Hive(ns, "busy").Replicas(5).Obj())
 	pods := waitForAgents(t, ns, "busy", 5, 20*time.Second)
 
 	var tasks []*swarmv1alpha1.Task
@@ -284,7 +285,7 @@ func TestHiveDrainTimeoutDeletesStuckAgents(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 0)
 	startOperator(t)
-	create(t, makeHive(ns, "stuck").replicas(2).drainTimeout(2*time.Second).obj())
+	create(t, builder.Hive(ns, "stuck").Replicas(2).DrainTimeout(2*time.Second).Obj())
 	pods := waitForAgents(t, ns, "stuck", 2, 20*time.Second)
 	for i, p := range pods {
 		bindTask(t, ns, "stuck", fmt.Sprintf("forever-%d", i), p.Name)
@@ -338,7 +339,7 @@ func TestHiveRolloutKeepsAgentsAvailableAndBusyAgentsAlive(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 300*time.Millisecond)
 	startOperator(t)
-	create(t, makeHive(ns, "roll").replicas(5).obj())
+	create(t, builder.Hive(ns, "roll").Replicas(5).Obj())
 	pods := waitForAgents(t, ns, "roll", 5, 20*time.Second)
 	oldRevision := getHive(t, ns, "roll").Status.CurrentRevision
 
@@ -392,7 +393,7 @@ func TestHiveRolloutResumesAfterOperatorRestart(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 100*time.Millisecond)
 	op := startOperator(t)
-	create(t, makeHive(ns, "resume").replicas(3).obj())
+	create(t, builder.Hive(ns, "resume").Replicas(3).Obj())
 	pods := waitForAgents(t, ns, "resume", 3, 20*time.Second)
 	task := bindTask(t, ns, "resume", "long", pods[0].Name)
 
@@ -422,7 +423,7 @@ func TestHiveReportsARefusedTemplateAndBacksOff(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 0)
 	op := startOperator(t)
-	broken := makeHive(ns, "broken").replicas(3).obj()
+	broken := builder.Hive(ns, "broken").Replicas(3).Obj()
 	broken.Spec.Template.Spec.Containers[0].Name = "Not_A_DNS_Label"
 	create(t, broken)
 
@@ -459,7 +460,7 @@ func TestHiveDeletedMidRolloutOwnsEverythingItMade(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 500*time.Millisecond)
 	startOperator(t)
-	create(t, makeHive(ns, "doomed").replicas(4).obj())
+	create(t, builder.Hive(ns, "doomed").Replicas(4).Obj())
 	waitForAgents(t, ns, "doomed", 4, 20*time.Second)
 	hive := getHive(t, ns, "doomed")
 	patchHive(t, ns, "doomed", func(h *swarmv1alpha1.Hive) { h.Spec.Template.Spec.Containers[0].Image = "example.com/agent:v2" })
@@ -522,7 +523,7 @@ func TestHiveAdoptsMatchingOrphansAndReleasesRelabelledPods(t *testing.T) {
 	foreign.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: other.Name, UID: other.UID, Controller: ptr.To(true)}}
 	create(t, foreign)
 
-	create(t, makeHive(ns, "adopter").replicas(2).obj())
+	create(t, builder.Hive(ns, "adopter").Replicas(2).Obj())
 	hive := getHive(t, ns, "adopter")
 	eventually(t, 20*time.Second, func() error {
 		p := &corev1.Pod{}
@@ -571,7 +572,7 @@ func TestHiveStatusWritesDoNotFollowTheTaskRate(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 0)
 	op := startOperator(t, func(o *Options) { o.StatusInterval = time.Second })
-	create(t, makeHive(ns, "steady").replicas(2).obj())
+	create(t, builder.Hive(ns, "steady").Replicas(2).Obj())
 	pods := waitForAgents(t, ns, "steady", 2, 20*time.Second)
 	eventually(t, 10*time.Second, func() error {
 		if c := condition(getHive(t, ns, "steady"), swarmv1alpha1.HiveProgressing); c.Reason != swarmv1alpha1.ReasonStable {
@@ -614,8 +615,8 @@ func TestHiveStatusWritesDoNotFollowTheTaskRate(t *testing.T) {
 func TestHiveReconcileOfAMissingHive(t *testing.T) {
 	ns := namespace(t)
 	startOperator(t)
-	create(t, makeHive(ns, "brief").replicas(1).obj())
-	if err := env.Client.Delete(t.Context(), makeHive(ns, "brief").obj()); err != nil && !apierrors.IsNotFound(err) {
+	create(t, builder.Hive(ns, "brief").Replicas(1).Obj())
+	if err := env.Client.Delete(t.Context(), builder.Hive(ns, "brief").Obj()); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -656,7 +657,7 @@ func TestHiveConvergesThroughFailingWrites(t *testing.T) {
 	})
 	op.fault.Store(&fault)
 
-	create(t, makeHive(ns, "flaky").replicas(4).obj())
+	create(t, builder.Hive(ns, "flaky").Replicas(4).Obj())
 	waitForAgents(t, ns, "flaky", 4, 30*time.Second)
 	patchHive(t, ns, "flaky", func(h *swarmv1alpha1.Hive) { h.Spec.Template.Spec.Containers[0].Image = "example.com/agent:v2" })
 	waitForAgents(t, ns, "flaky", 4, 30*time.Second)
@@ -676,7 +677,7 @@ func TestHiveLeavesAForeignDisruptionBudgetAlone(t *testing.T) {
 		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(0)), Selector: &metav1.LabelSelector{}},
 	}
 	create(t, foreign)
-	create(t, makeHive(ns, "shared").replicas(1).obj())
+	create(t, builder.Hive(ns, "shared").Replicas(1).Obj())
 	waitForAgents(t, ns, "shared", 1, 20*time.Second)
 	got := &policyv1.PodDisruptionBudget{}
 	if err := env2Get(t, ns, "shared", got); err != nil {
@@ -691,8 +692,8 @@ func TestAgentsRunAsTheTemplatesServiceAccount(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 0)
 	startOperator(t)
-	create(t, makeHive(ns, "own").replicas(1).obj())
-	custom := makeHive(ns, "custom").replicas(1).obj()
+	create(t, builder.Hive(ns, "own").Replicas(1).Obj())
+	custom := builder.Hive(ns, "custom").Replicas(1).Obj()
 	custom.Spec.Template.Spec.ServiceAccountName = "model-reader"
 	create(t, custom)
 	waitForAgents(t, ns, "own", 1, 20*time.Second)

@@ -27,42 +27,50 @@ const (
 	IndexTaskAgent = "swarm.aihub.dev/bound-agent"
 )
 
-// SetupIndexes registers the cache indexes.
-func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
-	if err := indexer.IndexField(ctx, &corev1.Pod{}, IndexPodHive, func(o client.Object) []string {
+// cacheIndex is one index of the cache: the objects it indexes, its name and the values
+// it indexes an object by.
+type cacheIndex struct {
+	obj     client.Object
+	name    string
+	extract client.IndexerFunc
+}
+
+var cacheIndexes = []cacheIndex{
+	{&corev1.Pod{}, IndexPodHive, func(o client.Object) []string {
 		if v, ok := o.GetLabels()[swarmv1alpha1.LabelHive]; ok {
 			return []string{v}
 		}
 		return nil
-	}); err != nil {
-		return fmt.Errorf("indexing pods by hive: %w", err)
-	}
-	if err := indexer.IndexField(ctx, &swarmv1alpha1.Task{}, IndexTaskActiveHive, func(o client.Object) []string {
+	}},
+	{&swarmv1alpha1.Task{}, IndexTaskActiveHive, func(o client.Object) []string {
 		t := o.(*swarmv1alpha1.Task)
 		if t.Status.Phase.Finished() {
 			return nil
 		}
 		return []string{t.Spec.Hive}
-	}); err != nil {
-		return fmt.Errorf("indexing tasks by hive: %w", err)
-	}
-	if err := indexer.IndexField(ctx, &swarmv1alpha1.Task{}, IndexTaskAgent, func(o client.Object) []string {
+	}},
+	{&swarmv1alpha1.Task{}, IndexTaskAgent, func(o client.Object) []string {
 		t := o.(*swarmv1alpha1.Task)
 		if !t.Status.Phase.Bound() || t.Status.Agent == "" {
 			return nil
 		}
 		return []string{t.Status.Agent}
-	}); err != nil {
-		return fmt.Errorf("indexing tasks by agent: %w", err)
-	}
-	if err := indexer.IndexField(ctx, &swarmv1alpha1.Task{}, IndexTaskDependsOn, func(o client.Object) []string {
+	}},
+	{&swarmv1alpha1.Task{}, IndexTaskDependsOn, func(o client.Object) []string {
 		t := o.(*swarmv1alpha1.Task)
 		if t.Status.Phase.Finished() {
 			return nil
 		}
 		return t.Spec.DependsOn
-	}); err != nil {
-		return fmt.Errorf("indexing tasks by dependency: %w", err)
+	}},
+}
+
+// SetupIndexes registers the cache indexes.
+func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
+	for _, i := range cacheIndexes {
+		if err := indexer.IndexField(ctx, i.obj, i.name, i.extract); err != nil {
+			return fmt.Errorf("indexing %T by %s: %w", i.obj, i.name, err)
+		}
 	}
 	return nil
 }

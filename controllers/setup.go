@@ -17,6 +17,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/dispatch"
 	"github.com/aihub-dev/hive-operator/internal/metrics"
 )
 
@@ -29,9 +30,10 @@ type Options struct {
 	StatusInterval time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// AgentLostGrace and TimeoutGrace: see TaskReconciler.
-	AgentLostGrace time.Duration
-	TimeoutGrace   time.Duration
+	// AgentLostGrace, TimeoutGrace and MissingDependencyTimeout: see TaskReconciler.
+	AgentLostGrace           time.Duration
+	TimeoutGrace             time.Duration
+	MissingDependencyTimeout time.Duration
 	// TaskConcurrency and DispatchConcurrency are the tasks and hives reconciled at once by
 	// the task controller and the dispatcher; BindConcurrency the binds in flight per hive.
 	TaskConcurrency     int
@@ -48,7 +50,7 @@ func CacheOptions() cache.Options {
 		panic(fmt.Sprintf("building the pod cache selector: %v", err))
 	}
 	return cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: stripForCache,
 		// Only objects of hives: the cluster's other pods, accounts and roles would cost
 		// memory and events for nothing.
 		ByObject: map[client.Object]cache.ByObject{
@@ -60,6 +62,29 @@ func CacheOptions() cache.Options {
 		},
 	}
 }
+
+// stripForCache drops from an object what no decision of the operator reads, before it
+// enters the cache: managed fields of every object, and of tasks their input, result and
+// kubectl's last-applied copy (which holds the input again). A task's input and result may
+// be hundreds of kilobytes; the operator never reads them, and the statuses it writes are
+// patches of the fields it changes, so the missing ones are never written back.
+func stripForCache(obj any) (any, error) {
+	obj, err := cache.TransformStripManagedFields()(obj)
+	if err != nil {
+		return obj, err //nolint:wrapcheck // the transform's own error
+	}
+	if t, ok := obj.(*swarmv1alpha1.Task); ok {
+		t.Spec.Input = ""
+		t.Status.Result = ""
+		if _, ok := t.Annotations[lastApplied]; ok {
+			delete(t.Annotations, lastApplied)
+		}
+	}
+	return obj, nil
+}
+
+// lastApplied is the annotation `kubectl apply` keeps the applied object in.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // Setup registers the cache indexes and every controller with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
@@ -73,6 +98,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := mgr.Add(taskTransitions{cache: mgr.GetCache()}); err != nil {
 		return fmt.Errorf("adding the task metrics: %w", err)
 	}
+	ledger := dispatch.NewLedger()
 	hives := &HiveReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -82,12 +108,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		StatusInterval:          o.StatusInterval,
 		MaxConcurrentReconciles: o.HiveConcurrency,
 		Observer:                metricsObserver{},
+		Bindings:                ledger,
 	}
 	if err := hives.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	dispatcher := &Dispatcher{
 		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Ledger:                  ledger,
 		Now:                     o.Now,
 		BindConcurrency:         o.BindConcurrency,
 		MaxConcurrentReconciles: o.DispatchConcurrency,
@@ -97,13 +126,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return err
 	}
 	tasks := &TaskReconciler{
-		Client:                  mgr.GetClient(),
-		Recorder:                mgr.GetEventRecorder("task-controller"),
-		Now:                     o.Now,
-		AgentLostGrace:          o.AgentLostGrace,
-		TimeoutGrace:            o.TimeoutGrace,
-		MaxConcurrentReconciles: o.TaskConcurrency,
-		Observer:                metricsObserver{},
+		Client:                   mgr.GetClient(),
+		Recorder:                 mgr.GetEventRecorder("task-controller"),
+		Now:                      o.Now,
+		AgentLostGrace:           o.AgentLostGrace,
+		TimeoutGrace:             o.TimeoutGrace,
+		MissingDependencyTimeout: o.MissingDependencyTimeout,
+		MaxConcurrentReconciles:  o.TaskConcurrency,
+		Observer:                 metricsObserver{},
 	}
 	return tasks.SetupWithManager(mgr)
 }

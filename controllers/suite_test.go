@@ -24,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/test/kubelet"
 	"github.com/aihub-dev/hive-operator/test/testenv"
@@ -61,6 +62,8 @@ type operator struct {
 	err error
 	// elected is closed when the manager becomes leader (at once without leader election).
 	elected <-chan struct{}
+	// cache reads the manager's cache.
+	cache client.Reader
 }
 
 // startOperator starts a manager with the project's controllers and stops it when the test
@@ -136,6 +139,7 @@ func startOperatorWith(t *testing.T, mgrOpts func(*ctrl.Options), mutate ...func
 		t.Fatalf("creating the manager: %v", err)
 	}
 	op.elected = mgr.Elected()
+	op.cache = mgr.GetCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	op.cancel = cancel
 	if err := Setup(ctx, mgr, o); err != nil {
@@ -183,13 +187,20 @@ func namespace(t *testing.T) string {
 	return ns.Name
 }
 
-// startKubelet runs a kubelet for the namespace until the test ends.
-func startKubelet(t *testing.T, ns string, readyAfter time.Duration) *kubelet.Kubelet {
+// startKubelet runs a kubelet for the namespace until the test ends: it puts pods on a
+// node (so their deletion is graceful, as on a cluster), marks them ready after readyAfter
+// and runs their containers with runtime, if not nil.
+func startKubelet(t *testing.T, ns string, readyAfter time.Duration, runtime ...kubelet.Runtime) *kubelet.Kubelet {
 	t.Helper()
-	k := &kubelet.Kubelet{Client: env.Client, Namespace: ns, ReadyAfter: readyAfter}
+	k := &kubelet.Kubelet{Config: env.Config, Client: env.Client, Namespace: ns, NodeName: "node-1", MarkReady: true, ReadyAfter: readyAfter}
+	if len(runtime) > 0 {
+		k.Runtime = runtime[0]
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	k.Start(ctx)
+	if err := k.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	return k
 }
 
@@ -199,29 +210,6 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	t.Helper()
 	testenv.Eventually(t, timeout, 50*time.Millisecond, f)
 }
-
-// hiveWrapper builds test hives: makeHive(ns, "h").replicas(3).obj().
-type hiveWrapper struct{ swarmv1alpha1.Hive }
-
-func makeHive(ns, name string) *hiveWrapper {
-	return &hiveWrapper{swarmv1alpha1.Hive{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: swarmv1alpha1.HiveSpec{
-			Replicas: ptr.To[int32](1),
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{Name: "agent", Image: "example.com/agent:v1"}},
-			}},
-			Agent: swarmv1alpha1.AgentSpec{Concurrency: 1},
-		},
-	}}
-}
-
-func (w *hiveWrapper) replicas(n int32) *hiveWrapper { w.Spec.Replicas = ptr.To(n); return w }
-func (w *hiveWrapper) drainTimeout(d time.Duration) *hiveWrapper {
-	w.Spec.Rollout.DrainTimeout = &metav1.Duration{Duration: d}
-	return w
-}
-func (w *hiveWrapper) obj() *swarmv1alpha1.Hive { return w.DeepCopy() }
 
 func create(t *testing.T, obj client.Object) {
 	t.Helper()
@@ -279,10 +267,7 @@ func livePods(ctx context.Context, ns, hive string) ([]corev1.Pod, error) {
 // bindTask creates a task of the hive bound to an agent, as the dispatcher would.
 func bindTask(t *testing.T, ns, hive, name, agent string) *swarmv1alpha1.Task {
 	t.Helper()
-	task := &swarmv1alpha1.Task{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       swarmv1alpha1.TaskSpec{Hive: hive},
-	}
+	task := builder.Task(ns, name).Hive(hive).Obj()
 	create(t, task)
 	setTaskPhase(t, task, swarmv1alpha1.TaskRunning, agent)
 	return task

@@ -37,6 +37,9 @@ type TaskReconciler struct {
 	AgentLostGrace time.Duration
 	// TimeoutGrace lets an agent report its own timeout before the operator does. Default 2s.
 	TimeoutGrace time.Duration
+	// MissingDependencyTimeout is how long a task waits for a task named in its dependsOn
+	// that does not exist before it fails. Default 5m.
+	MissingDependencyTimeout time.Duration
 	// MaxConcurrentReconciles is the number of tasks reconciled at once. Default 8.
 	MaxConcurrentReconciles int
 	// Observer, when set, is told of attempts that failed or were requeued (for metrics).
@@ -103,11 +106,19 @@ func (r *TaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 
 // observe gathers what the decision needs from the cache.
 func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) (lifecycle.Observed, error) {
-	obs := lifecycle.Observed{Now: r.Now(), AgentLostGrace: r.AgentLostGrace, TimeoutGrace: r.TimeoutGrace}
-	if task.Status.Phase.Finished() {
+	obs := lifecycle.Observed{Now: r.Now(), AgentLostGrace: r.AgentLostGrace, TimeoutGrace: r.TimeoutGrace,
+		MissingDependencyTimeout: r.MissingDependencyTimeout}
+	switch {
+	case task.Status.Phase.Finished():
+		if task.Spec.TTLSecondsAfterFinished != nil {
+			n, err := r.unfinishedDependents(ctx, task)
+			if err != nil {
+				return obs, err
+			}
+			obs.Dependents = n
+		}
 		return obs, nil
-	}
-	if task.Status.Phase.Bound() {
+	case task.Status.Phase.Bound():
 		pod := &corev1.Pod{}
 		err := r.Client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Status.Agent}, pod)
 		switch {
@@ -130,28 +141,69 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 	default:
 		obs.Hive = hive
 	}
-	if len(task.Spec.DependsOn) > 0 {
-		obs.Dependencies = map[string]*swarmv1alpha1.Task{}
-		for _, name := range task.Spec.DependsOn {
-			dep := &swarmv1alpha1.Task{}
-			err := r.Client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: name}, dep)
-			switch {
-			case apierrors.IsNotFound(err):
-				obs.Dependencies[name] = nil
-			case err != nil:
-				return obs, fmt.Errorf("reading dependency %s: %w", name, err)
-			default:
-				obs.Dependencies[name] = dep
+	deps, err := dependencies(ctx, r.Client, task)
+	if err != nil {
+		return obs, err
+	}
+	obs.Dependencies = deps
+	if state, _ := lifecycle.Dependencies(task, deps); state == lifecycle.DependenciesWaiting || state == lifecycle.DependencyMissing {
+		obs.Cycle = lifecycle.FindCycle(task.Name, func(name string) ([]string, bool) {
+			t := task
+			if name != task.Name {
+				t = &swarmv1alpha1.Task{}
+				if err := r.Client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: name}, t); err != nil {
+					return nil, false
+				}
 			}
-		}
+			if t.Status.Phase.Finished() || lifecycle.DependenciesSatisfied(t) {
+				return nil, false
+			}
+			return t.Spec.DependsOn, true
+		})
 	}
 	return obs, nil
 }
 
+// unfinishedDependents counts the tasks that depend on a task and have not finished.
+func (r *TaskReconciler) unfinishedDependents(ctx context.Context, task *swarmv1alpha1.Task) (int, error) {
+	list := &swarmv1alpha1.TaskList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(task.Namespace), client.MatchingFields{IndexTaskDependsOn: task.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return 0, fmt.Errorf("listing the tasks that depend on %s: %w", task.Name, err)
+	}
+	return len(list.Items), nil
+}
+
+// dependencies reads the tasks a task depends on from the cache (nil for those that do not
+// exist), or none once the task recorded them satisfied.
+func dependencies(ctx context.Context, c client.Reader, t *swarmv1alpha1.Task) (map[string]*swarmv1alpha1.Task, error) {
+	if len(t.Spec.DependsOn) == 0 || lifecycle.DependenciesSatisfied(t) {
+		return nil, nil
+	}
+	deps := make(map[string]*swarmv1alpha1.Task, len(t.Spec.DependsOn))
+	for _, name := range t.Spec.DependsOn {
+		dep := &swarmv1alpha1.Task{}
+		err := c.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: name}, dep)
+		switch {
+		case apierrors.IsNotFound(err):
+			deps[name] = nil
+		case err != nil:
+			return nil, fmt.Errorf("reading dependency %s of task %s: %w", name, t.Name, err)
+		default:
+			deps[name] = dep
+		}
+	}
+	return deps, nil
+}
+
+// agentState is what a bound task's agent pod tells of the agent.
 func agentState(pod *corev1.Pod) lifecycle.AgentState {
-	// A terminating agent is still found: it may be finishing its tasks within its grace
-	// period. Its tasks are requeued once the pod is gone.
-	s := lifecycle.AgentState{Found: true, Ready: agentpod.IsReady(pod), Finished: agentpod.IsFinished(pod)}
+	s := lifecycle.AgentState{
+		Found: true, Ready: agentpod.IsReady(pod), Finished: agentpod.IsFinished(pod),
+		// A terminating agent may be finishing its tasks within its grace period: it is
+		// lost once the pod is gone or the grace period is over.
+		Terminating: agentpod.IsTerminating(pod), GraceEnds: agentpod.GraceEnds(pod),
+	}
 	if !s.Ready {
 		// Pod timestamps carry whole seconds: count from the end of that second, so the
 		// grace is never cut short.
@@ -176,6 +228,9 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.TimeoutGrace <= 0 {
 		r.TimeoutGrace = 2 * time.Second
 	}
+	if r.MissingDependencyTimeout <= 0 {
+		r.MissingDependencyTimeout = 5 * time.Minute
+	}
 	if r.MaxConcurrentReconciles <= 0 {
 		r.MaxConcurrentReconciles = 8
 	}
@@ -185,7 +240,7 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&swarmv1alpha1.Hive{}, handler.EnqueueRequestsFromMapFunc(r.queuedTasksOfHive),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.tasksOfAgent), builder.WithPredicates(agentHealthChanged())).
-		Watches(&swarmv1alpha1.Task{}, handler.EnqueueRequestsFromMapFunc(r.dependents), builder.WithPredicates(taskFinished())).
+		Watches(&swarmv1alpha1.Task{}, handler.EnqueueRequestsFromMapFunc(r.related), builder.WithPredicates(dependencyChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
 	if err != nil {
@@ -223,38 +278,42 @@ func (r *TaskReconciler) tasksOfAgent(ctx context.Context, obj client.Object) []
 	return out
 }
 
-// dependents maps a task that finished to the tasks that depend on it.
-func (r *TaskReconciler) dependents(ctx context.Context, obj client.Object) []ctrl.Request {
+// related maps a task that appeared or finished to the tasks that depend on it (they may
+// now run, fail, or say what they wait for), and a task that finished to the tasks it
+// depends on (their TTL waits for their dependents to finish).
+func (r *TaskReconciler) related(ctx context.Context, obj client.Object) []ctrl.Request {
 	list := &swarmv1alpha1.TaskList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskDependsOn: obj.GetName()}); err != nil {
+	if err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskDependsOn: obj.GetName()},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	out := make([]ctrl.Request, 0, len(list.Items))
 	for i := range list.Items {
 		out = append(out, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name}})
 	}
+	if t, ok := obj.(*swarmv1alpha1.Task); ok && t.Status.Phase.Finished() {
+		for _, name := range t.Spec.DependsOn {
+			out = append(out, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: name}})
+		}
+	}
 	return out
 }
 
-// agentHealthChanged passes pod events that can make an agent lost: deletion, readiness
-// changes, the pod stopping.
+// agentHealthChanged passes pod events that can make an agent lost: deletion (graceful or
+// not), readiness changes, the pod stopping.
 func agentHealthChanged() predicate.Predicate {
 	p := updatesWhere(func(o, n *corev1.Pod) bool {
-		return agentpod.IsReady(o) != agentpod.IsReady(n) || agentpod.IsFinished(o) != agentpod.IsFinished(n)
+		return agentpod.IsReady(o) != agentpod.IsReady(n) || agentpod.IsFinished(o) != agentpod.IsFinished(n) ||
+			agentpod.IsTerminating(o) != agentpod.IsTerminating(n)
 	})
 	p.CreateFunc = func(event.CreateEvent) bool { return false }
 	return p
 }
 
-// taskFinished passes task events where a task finished or was deleted: its dependents may
-// now run or fail.
-func taskFinished() predicate.Predicate {
-	p := updatesWhere(func(o, n *swarmv1alpha1.Task) bool {
+// dependencyChanged passes task events that matter to the tasks around it: a task created
+// (a dependent's missing dependency appears), finished, or deleted.
+func dependencyChanged() predicate.Predicate {
+	return updatesWhere(func(o, n *swarmv1alpha1.Task) bool {
 		return !o.Status.Phase.Finished() && n.Status.Phase.Finished()
 	})
-	p.CreateFunc = func(e event.CreateEvent) bool {
-		t, ok := e.Object.(*swarmv1alpha1.Task)
-		return ok && t.Status.Phase.Finished()
-	}
-	return p
 }

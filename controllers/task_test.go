@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,8 +21,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
 	"github.com/aihub-dev/hive-operator/test/fleet"
+	"github.com/aihub-dev/hive-operator/test/kubelet"
 )
 
 // call is one handler invocation.
@@ -40,8 +43,9 @@ type world struct {
 	t     *testing.T
 	ns    string
 	hive  string
-	op    *operator
-	fleet *fleet.Fleet
+	op      *operator
+	fleet   *fleet.Fleet
+	kubelet *kubelet.Kubelet
 
 	mu    sync.Mutex
 	calls []call
@@ -51,12 +55,17 @@ type world struct {
 
 func newWorld(t *testing.T, hive *swarmv1alpha1.Hive, behave behaviour, agentOpts ...func(*agent.Options)) *world {
 	t.Helper()
+	return newWorldWith(t, hive, 0, behave, nil, agentOpts...)
+}
+
+// newWorldWith is newWorld whose pods become ready readyAfter their creation, and whose
+// onStart is told of each agent started, with its pod.
+func newWorldWith(t *testing.T, hive *swarmv1alpha1.Hive, readyAfter time.Duration, behave behaviour,
+	onStart func(*corev1.Pod, *agent.Options), agentOpts ...func(*agent.Options)) *world {
+	t.Helper()
 	w := &world{t: t, ns: hive.Namespace, hive: hive.Name}
-	startKubelet(t, w.ns, 0)
-	w.op = startOperator(t, func(o *Options) { o.AgentLostGrace = 2 * time.Second })
-	create(t, hive)
 	w.fleet = &fleet.Fleet{
-		Config: env.Config, Client: env.Client, Namespace: w.ns, Hive: hive.Name,
+		Config: env.Config,
 		Handler: func(pod string) agent.Handler {
 			return func(ctx context.Context, task *agent.Task) (string, error) {
 				w.mu.Lock()
@@ -65,7 +74,10 @@ func newWorld(t *testing.T, hive *swarmv1alpha1.Hive, behave behaviour, agentOpt
 				return behave(ctx, pod, task)
 			}
 		},
-		Options: func(o *agent.Options) {
+		Options: func(pod *corev1.Pod, o *agent.Options) {
+			if onStart != nil {
+				onStart(pod, o)
+			}
 			c, err := client.New(o.Config, client.Options{Scheme: env.Client.Scheme()})
 			if err != nil {
 				t.Errorf("creating an agent client: %v", err)
@@ -82,12 +94,12 @@ func newWorld(t *testing.T, hive *swarmv1alpha1.Hive, behave behaviour, agentOpt
 			}
 		},
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	w.fleet.Start(ctx)
+	w.kubelet = startKubelet(t, w.ns, readyAfter, w.fleet)
+	w.op = startOperator(t, func(o *Options) { o.AgentLostGrace = 2 * time.Second })
+	create(t, hive)
 	replicas := int(ptrValue(hive.Spec.Replicas, 1))
 	if replicas > 0 {
-		waitForAgents(t, w.ns, hive.Name, replicas, 30*time.Second)
+		waitForAgents(t, w.ns, hive.Name, replicas, 30*time.Second+readyAfter)
 		eventually(t, 10*time.Second, func() error {
 			if n := len(w.fleet.Running()); n != replicas {
 				return fmt.Errorf("%d agents running, want %d", n, replicas)
@@ -108,10 +120,7 @@ func (watchless) Watch(context.Context, client.ObjectList, ...client.ListOption)
 
 func (w *world) submit(name string, mutate ...func(*swarmv1alpha1.Task)) *swarmv1alpha1.Task {
 	w.t.Helper()
-	task := &swarmv1alpha1.Task{
-		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name},
-		Spec:       swarmv1alpha1.TaskSpec{Hive: w.hive, Input: "in:" + name},
-	}
+	task := builder.Task(w.ns, name).Hive(w.hive).Input("in:" + name).Obj()
 	for _, m := range mutate {
 		m(task)
 	}
@@ -161,9 +170,7 @@ func (w *world) allCalls() []call {
 }
 
 func hiveOf(ns, name string, replicas, concurrency int32) *swarmv1alpha1.Hive {
-	h := makeHive(ns, name).replicas(replicas).obj()
-	h.Spec.Agent.Concurrency = concurrency
-	return h
+	return builder.Hive(ns, name).Replicas(replicas).Concurrency(concurrency).Obj()
 }
 
 func succeed(_ context.Context, _ string, t *agent.Task) (string, error) {
@@ -389,7 +396,8 @@ func TestTaskOfALostAgentRunsOnAnother(t *testing.T) {
 	w.submit("survivor")
 	first := w.waitPhase("survivor", swarmv1alpha1.TaskAssigned, 20*time.Second).Status.Agent
 	pod := getPod(t, ns, first)
-	if err := env.Client.Delete(context.Background(), pod); err != nil {
+	// Deleted at once, as when its node dies: the agent is killed with it.
+	if err := env.Client.Delete(context.Background(), pod, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
 	}
 	task := w.waitPhase("survivor", swarmv1alpha1.TaskSucceeded, 30*time.Second)
@@ -520,7 +528,6 @@ func TestFinishedTasksExpire(t *testing.T) {
 
 func TestTaskWaitsForItsHiveAndReportsWhatIsMissing(t *testing.T) {
 	ns := namespace(t)
-	startKubelet(t, ns, 0)
 	startOperator(t)
 	task := &swarmv1alpha1.Task{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "early"},
@@ -553,13 +560,7 @@ func TestTaskWaitsForItsHiveAndReportsWhatIsMissing(t *testing.T) {
 	})
 
 	w := &world{t: t, ns: ns, hive: "later"}
-	f := &fleet.Fleet{Config: env.Config, Client: env.Client, Namespace: ns, Hive: "later",
-		Handler: func(string) agent.Handler {
-			return func(context.Context, *agent.Task) (string, error) { return "finally", nil }
-		}}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	f.Start(ctx)
+	fleetFor(t, ns, func(context.Context, string, *agent.Task) (string, error) { return "finally", nil })
 	create(t, hiveOf(ns, "later", 1, 1))
 	done := w.waitPhase("early", swarmv1alpha1.TaskSucceeded, 30*time.Second)
 	if c := meta.FindStatusCondition(done.Status.Conditions, swarmv1alpha1.TaskScheduled); c == nil || c.Status != metav1.ConditionTrue {
@@ -575,17 +576,15 @@ func TestTaskWaitsForItsHiveAndReportsWhatIsMissing(t *testing.T) {
 	})
 }
 
-// fleetFor runs real agents for the pods of a hive until the test ends.
-func fleetFor(t *testing.T, ns, hive string, behave behaviour) *fleet.Fleet {
+// fleetFor runs a kubelet for the namespace whose pods run real agents, until the test
+// ends.
+func fleetFor(t *testing.T, ns string, behave behaviour) (*fleet.Fleet, *kubelet.Kubelet) {
 	t.Helper()
-	f := &fleet.Fleet{Config: env.Config, Client: env.Client, Namespace: ns, Hive: hive,
+	f := &fleet.Fleet{Config: env.Config,
 		Handler: func(pod string) agent.Handler {
 			return func(ctx context.Context, task *agent.Task) (string, error) { return behave(ctx, pod, task) }
 		}}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	f.Start(ctx)
-	return f
+	return f, startKubelet(t, ns, 0, f)
 }
 
 func TestTasksOfAnAgentThatStopsBeingReadyOrFailsAreRequeued(t *testing.T) {

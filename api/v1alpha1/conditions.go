@@ -68,6 +68,10 @@ const (
 	// TaskAttemptFailed records why the last failed attempt failed (TimedOut, AgentLost,
 	// AgentFailed); it stays while later attempts run.
 	TaskAttemptFailed = "AttemptFailed"
+	// TaskDependenciesReady reports, for a task with spec.dependsOn, whether the tasks it
+	// depends on have all succeeded. Once True it stays True: the task no longer waits on
+	// them, even if they are deleted afterwards (by their TTL, say).
+	TaskDependenciesReady = "DependenciesReady"
 )
 
 // Task condition reasons.
@@ -91,6 +95,23 @@ const (
 	ReasonAgentFailed = "AgentFailed"
 	// ReasonDependencyFailed: a task named in spec.dependsOn failed or was cancelled.
 	ReasonDependencyFailed = "DependencyFailed"
+	// ReasonDependencyCycle: the task depends on itself through spec.dependsOn (A needs B,
+	// B needs A); it fails for good, with the cycle in its message.
+	ReasonDependencyCycle = "DependencyCycle"
+	// ReasonDependencyNotFound (DependenciesReady=False): a task named in spec.dependsOn does
+	// not exist. The task fails if it still does not exist after a wait.
+	ReasonDependencyNotFound = "DependencyNotFound"
+	// ReasonWaitingForDependencies (DependenciesReady=False): some dependency has not
+	// finished yet.
+	ReasonWaitingForDependencies = "WaitingForDependencies"
+	// ReasonDependenciesSucceeded (DependenciesReady=True): every dependency succeeded.
+	ReasonDependenciesSucceeded = "DependenciesSucceeded"
+	// ReasonPermanentFailure: the agent reported a failure that a retry cannot fix (the
+	// handler said so); the task fails without retrying.
+	ReasonPermanentFailure = "PermanentFailure"
+	// ReasonResultTooLarge: the handler returned a result larger than status.result holds;
+	// the same input would give the same result, so the task fails without retrying.
+	ReasonResultTooLarge = "ResultTooLarge"
 	// ReasonRetriesExhausted: the last attempt failed and no retries were left.
 	ReasonRetriesExhausted = "RetriesExhausted"
 )

@@ -56,7 +56,8 @@ type TaskSpec struct {
 
 	// maxRetries is how many more attempts a task gets after a failed one: the agent
 	// reported a failure, the attempt timed out, or its agent was lost. The task fails for
-	// good when attempt number maxRetries+1 fails.
+	// good when its failed attempts (status.failedAttempts) exceed maxRetries. Attempts an
+	// agent released on shutdown or drain do not count.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
@@ -155,11 +156,19 @@ type TaskStatus struct {
 	Agent string `json:"agent,omitempty"`
 
 	// attempt counts the attempts started, from 1 for the first binding, including attempts
-	// an agent released on shutdown. An agent sees which try it is working on: delivery is
-	// at least once.
+	// an agent released on shutdown or drain. An agent sees which try it is working on:
+	// delivery is at least once, and (task uid, attempt) names one try uniquely.
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	Attempt int32 `json:"attempt,omitempty"`
+
+	// failedAttempts counts the attempts that failed: the agent reported a failure, the
+	// attempt timed out, or its agent was lost. spec.maxRetries and the retry backoff count
+	// these; an attempt an agent released (it was shutting down or draining) is not a
+	// failure and costs no retry.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	FailedAttempts int32 `json:"failedAttempts,omitempty"`
 
 	// queuedAt is when the task last went back to the queue; unset while it waits for its
 	// first attempt, when its creation time stands for it (which saves a write per task).
@@ -194,8 +203,8 @@ type TaskStatus struct {
 	// +optional
 	Message string `json:"message,omitempty"`
 
-	// conditions report Scheduled (with reasons such as HiveNotFound and Unschedulable) and
-	// the reason of the last failed attempt.
+	// conditions report Scheduled (with reasons such as HiveNotFound and Unschedulable),
+	// DependenciesReady for a task with dependsOn, and the reason of the last failed attempt.
 	// +listType=map
 	// +listMapKey=type
 	// +patchStrategy=merge
@@ -210,6 +219,7 @@ type TaskStatus struct {
 // +kubebuilder:resource:shortName=tk,categories=swarm
 // +kubebuilder:selectablefield:JSONPath=`.spec.hive`
 // +kubebuilder:selectablefield:JSONPath=`.status.agent`
+// +kubebuilder:selectablefield:JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Hive",type=string,JSONPath=`.spec.hive`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agent`

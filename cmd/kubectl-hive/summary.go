@@ -290,7 +290,7 @@ func QueueRows(hive *swarmv1alpha1.Hive, tasks []swarmv1alpha1.Task, known map[s
 		deps := dependenciesOf(t, known)
 		item := dispatch.Item{Name: t.Name, UID: t.UID, Priority: t.Spec.Priority, Queued: t.CreationTimestamp.Time}
 		byUID[t.UID] = t
-		if ok, _ := lifecycle.Dispatchable(t, hive, deps, now); ok {
+		if ok, _ := lifecycle.Dispatchable(t, hive.Spec.Agent.Capabilities, now, time.Time{}); ok {
 			ready = append(ready, item)
 			continue
 		}
@@ -347,12 +347,17 @@ func queueNote(t *swarmv1alpha1.Task, hive *swarmv1alpha1.Hive, deps map[string]
 	depsNoted := false
 	if len(t.Spec.DependsOn) > 0 {
 		switch state, msg := lifecycle.Dependencies(t, deps); state {
-		case lifecycle.DependenciesWaiting:
+		case lifecycle.DependenciesWaiting, lifecycle.DependencyMissing:
 			why = append(why, "blocked on dependencies: "+msg)
 			depsNoted = true
 		case lifecycle.DependencyFailed:
 			why = append(why, msg+"; the operator will fail this task")
 			depsNoted = true
+		case lifecycle.DependenciesMet:
+			if !lifecycle.DependenciesSatisfied(t) && t.Status.Phase != swarmv1alpha1.TaskBlocked {
+				why = append(why, "its dependencies succeeded; the operator has yet to record it")
+				depsNoted = true
+			}
 		}
 	}
 	if t.Status.Phase == swarmv1alpha1.TaskBlocked && !depsNoted {

@@ -260,7 +260,11 @@ func TestQueueRows(t *testing.T) {
 		task("backoff-over", "h", created(40*time.Second), func(t *swarmv1alpha1.Task) { t.Status.NotBefore = micro(now.Add(-time.Second)) }),
 		task("gpu", "h", func(t *swarmv1alpha1.Task) { t.Spec.RequiredCapabilities = []string{"echo", "gpu"} }),
 		task("waits", "h", func(t *swarmv1alpha1.Task) { t.Spec.DependsOn = []string{"dep-running", "dep-missing"} }),
-		task("deps-met", "h", created(50*time.Second), func(t *swarmv1alpha1.Task) { t.Spec.DependsOn = []string{"dep-done"} }),
+		task("deps-met", "h", created(50*time.Second), func(t *swarmv1alpha1.Task) {
+			t.Spec.DependsOn = []string{"dep-done"}
+			t.Status.Conditions = []metav1.Condition{{Type: swarmv1alpha1.TaskDependenciesReady, Status: metav1.ConditionTrue, Reason: swarmv1alpha1.ReasonDependenciesSucceeded}}
+		}),
+		task("deps-met-unrecorded", "h", created(50*time.Second), func(t *swarmv1alpha1.Task) { t.Spec.DependsOn = []string{"dep-done"} }),
 		task("dep-broke", "h", func(t *swarmv1alpha1.Task) { t.Spec.DependsOn = []string{"dep-failed"} }),
 		task("blocked", "h", phase(swarmv1alpha1.TaskBlocked), func(t *swarmv1alpha1.Task) { t.Spec.DependsOn = []string{"dep-running"} }),
 		task("blocked-stale", "h", phase(swarmv1alpha1.TaskBlocked), func(t *swarmv1alpha1.Task) {
@@ -312,6 +316,7 @@ func TestQueueRows(t *testing.T) {
 		{0, "dep-broke", "dependency dep-failed failed: boom; the operator will fail this task"},
 		{0, "gpu", "needs capabilities the hive lacks: gpu"},
 		{0, "waits", "blocked on dependencies: waiting for tasks dep-running, dep-missing (not found)"},
+		{0, "deps-met-unrecorded", "its dependencies succeeded; the operator has yet to record it"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("queue (-want +got):\n%s", diff)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,17 +11,14 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
-	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
+	"github.com/aihub-dev/hive-operator/test/fleet"
+	"github.com/aihub-dev/hive-operator/test/kubelet"
 )
 
 // requestCounter counts HTTP requests by method.
@@ -57,33 +53,22 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// simulator plays the kubelet and the agents' containers for a hive: it marks the hive's pods
-// Ready (unless the cluster does, as kwok does) and runs one real pkg/agent agent per Ready
-// pod in this process. It watches the pods once, instead of polling them, so that a thousand
-// agents cost the API server no more than their own task watches.
+// simulator plays the kubelet and the agents' containers for a hive: the project's test
+// kubelet (test/kubelet) marks the hive's pods Ready (unless the cluster does, as kwok
+// does) and the fleet (test/fleet) runs one real pkg/agent agent per Ready pod in this
+// process. The kubelet watches the pods once, so a thousand agents cost the API server no
+// more than their own task watches. Pods are not bound to a node: nothing deletes them
+// while the bench measures.
 type simulator struct {
-	config    *rest.Config  // the agents' task watches
-	api       client.Client // pod status writes
-	writer    client.Client // the agents' task reads and writes, counted
-	counter   *requestCounter
-	ns, hive  string
-	markReady bool
-	delay     time.Duration
-
-	mu      sync.Mutex
-	agents  map[string]*simAgent
-	marking map[string]bool
-	stopped bool
+	kubelet *kubelet.Kubelet
+	fleet   *fleet.Fleet
+	counter *requestCounter // the agents' task reads and writes
+	ns      string
+	hive    string
 	ready   atomic.Int64
 	errs    atomic.Int64
 	lastErr atomic.Value
-	sem     chan struct{}
 	cancel  context.CancelFunc
-}
-
-type simAgent struct {
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 func newSimulator(cfg *rest.Config, api client.Client, ns, hive string, markReady bool, delay time.Duration) (*simulator, error) {
@@ -94,158 +79,41 @@ func newSimulator(cfg *rest.Config, api client.Client, ns, hive string, markRead
 	if err != nil {
 		return nil, fmt.Errorf("creating the agents' client: %w", err)
 	}
-	return &simulator{
-		config: cfg, api: api, writer: writer, counter: counter, ns: ns, hive: hive, markReady: markReady, delay: delay,
-		agents: map[string]*simAgent{}, marking: map[string]bool{}, sem: make(chan struct{}, 16),
-	}, nil
+	s := &simulator{counter: counter, ns: ns, hive: hive}
+	s.fleet = &fleet.Fleet{
+		Config: cfg,
+		Handler: func(string) agent.Handler {
+			return func(ctx context.Context, _ *agent.Task) (string, error) {
+				if delay > 0 {
+					select {
+					case <-ctx.Done():
+						return "", ctx.Err()
+					case <-time.After(delay):
+					}
+				}
+				return "ok", nil
+			}
+		},
+		Options: func(_ *corev1.Pod, o *agent.Options) {
+			o.Client = writer
+			o.Logger = logr.New(&agentSink{sim: s})
+		},
+	}
+	s.kubelet = &kubelet.Kubelet{
+		Config: cfg, Client: api, Namespace: ns,
+		Selector:  labels.SelectorFromSet(labels.Set{swarmv1alpha1.LabelHive: hive}),
+		MarkReady: markReady, Runtime: s.fleet,
+	}
+	return s, nil
 }
 
 // start watches the hive's pods until stop.
 func (s *simulator) start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
-	pods, err := cache.New(s.config, cache.Options{
-		Scheme:            scheme,
-		DefaultNamespaces: map[string]cache.Config{s.ns: {}},
-		DefaultTransform:  cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{swarmv1alpha1.LabelHive: s.hive})},
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("creating the pod watch: %w", err)
-	}
-	inf, err := pods.GetInformer(ctx, &corev1.Pod{})
-	if err != nil {
-		return fmt.Errorf("watching pods: %w", err)
-	}
-	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { s.onPod(ctx, obj) },
-		UpdateFunc: func(_, obj any) { s.onPod(ctx, obj) },
-		DeleteFunc: func(obj any) { s.onGone(obj) },
-	}); err != nil {
-		return fmt.Errorf("watching pods: %w", err)
-	}
-	go func() { _ = pods.Start(ctx) }()
-	if !pods.WaitForCacheSync(ctx) {
-		return fmt.Errorf("the pod watch did not sync: %w", context.Cause(ctx))
+	if err := s.kubelet.Start(ctx); err != nil {
+		return fmt.Errorf("starting the kubelet: %w", err)
 	}
 	return nil
-}
-
-func (s *simulator) onPod(ctx context.Context, obj any) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return
-	}
-	if pod.DeletionTimestamp != nil || agentpod.IsFinished(pod) {
-		s.onGone(pod)
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return
-	}
-	switch {
-	case agentpod.IsReady(pod):
-		if _, running := s.agents[pod.Name]; !running {
-			s.startAgentLocked(pod)
-		}
-	case s.markReady && !s.marking[pod.Name]:
-		s.marking[pod.Name] = true
-		go s.setReady(ctx, pod.DeepCopy())
-	}
-}
-
-func (s *simulator) onGone(obj any) {
-	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	a := s.agents[pod.Name]
-	delete(s.agents, pod.Name)
-	s.mu.Unlock()
-	if a != nil {
-		a.cancel()
-	}
-}
-
-// setReady writes what a kubelet would once the pod's containers run and pass their
-// readiness probe (as test/kubelet does).
-func (s *simulator) setReady(ctx context.Context, pod *corev1.Pod) {
-	s.sem <- struct{}{}
-	defer func() { <-s.sem }()
-	for attempt := 0; attempt < 10 && ctx.Err() == nil; attempt++ {
-		base := pod.DeepCopy()
-		now := metav1.Now()
-		pod.Status.Phase = corev1.PodRunning
-		pod.Status.StartTime = &now
-		pod.Status.PodIP = "10.0.0.1"
-		pod.Status.Conditions = []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		}
-		err := s.api.Status().Patch(ctx, pod, client.MergeFrom(base))
-		if err == nil || apierrors.IsNotFound(err) {
-			return
-		}
-		s.noteError(fmt.Errorf("marking pod %s ready: %w", pod.Name, err))
-		sleepCtx(ctx, 100*time.Millisecond)
-	}
-}
-
-func (s *simulator) startAgentLocked(pod *corev1.Pod) {
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &simAgent{cancel: cancel, done: make(chan struct{})}
-	s.agents[pod.Name] = a
-	opts := agent.Options{
-		Config:        s.config,
-		Client:        s.writer,
-		PodName:       pod.Name,
-		Namespace:     pod.Namespace,
-		Hive:          s.hive,
-		Concurrency:   podConcurrency(pod),
-		HealthAddr:    "0",
-		ShutdownGrace: 5 * time.Second,
-		Logger:        logr.New(&agentSink{sim: s}),
-	}
-	delay := s.delay
-	go func() {
-		defer close(a.done)
-		err := agent.Run(ctx, opts, func(ctx context.Context, _ *agent.Task) (string, error) {
-			if delay > 0 {
-				select {
-				case <-ctx.Done():
-					return "", ctx.Err()
-				case <-time.After(delay):
-				}
-			}
-			return "ok", nil
-		})
-		if err != nil {
-			s.noteError(fmt.Errorf("agent %s: %w", pod.Name, err))
-		}
-	}()
-}
-
-// podConcurrency reads the slots the operator gave the pod.
-func podConcurrency(p *corev1.Pod) int {
-	for _, c := range p.Spec.Containers {
-		for _, e := range c.Env {
-			if e.Name == swarmv1alpha1.EnvAgentConcurrency {
-				if n, err := strconv.Atoi(e.Value); err == nil && n > 0 {
-					return n
-				}
-			}
-		}
-	}
-	return 1
 }
 
 func (s *simulator) noteError(err error) {
@@ -291,30 +159,16 @@ func (s *simulator) errorNote() string {
 	return ""
 }
 
-// stop stops every agent and waits for them (within a bound: an agent whose API server is
-// gone may take its shutdown grace).
+// stop stops every agent (as a crash would: the bench's measurements are over) and waits
+// a bounded time for them to be gone.
 func (s *simulator) stop() {
-	if s == nil {
+	if s == nil || s.cancel == nil {
 		return
 	}
-	s.mu.Lock()
-	s.stopped = true
-	agents := s.agents
-	s.agents = map[string]*simAgent{}
-	s.mu.Unlock()
-	if s.cancel != nil {
-		s.cancel()
-	}
-	for _, a := range agents {
-		a.cancel()
-	}
-	timeout := time.After(30 * time.Second)
-	for _, a := range agents {
-		select {
-		case <-a.done:
-		case <-timeout:
-			return
-		}
+	s.cancel()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(s.fleet.Running()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,19 +13,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/aihub-dev/hive-operator/test/kwok"
 )
 
-// kwokCluster is a simulated cluster made by kwokctl's binary runtime: a real etcd, API
-// server, scheduler and controller manager, with kwok playing the nodes and their kubelets.
+// kwokCluster is a simulated cluster made by kwokctl's binary runtime (test/kwok): a real
+// etcd, API server, scheduler and controller manager, with kwok playing the nodes and their
+// kubelets, and the CRDs installed.
 type kwokCluster struct {
-	name, workdir, kwokctl string
-	kubeconfig             string
-	cluster                *cluster
-	createTime             time.Duration
+	*kwok.Cluster
+	cluster    *cluster
+	createTime time.Duration
 }
 
 // kwokFuture is a kwok cluster being created in the background.
@@ -58,18 +56,50 @@ func (b *bench) resolveKwokAssets(ctx context.Context) error {
 
 // startKwok creates the kwok cluster in the background.
 func (b *bench) startKwok(ctx context.Context) *kwokFuture {
-	k := &kwokCluster{
-		name:    fmt.Sprintf("hive-bench-%d", os.Getpid()),
-		workdir: filepath.Join(b.workDir, "kwok"),
-		kwokctl: filepath.Join(b.cfg.kwokDir, "kwokctl"),
+	o := kwok.Options{
+		Name:    fmt.Sprintf("hive-bench-%d", os.Getpid()),
+		WorkDir: filepath.Join(b.workDir, "kwok"),
+		K8sDir:  b.cfg.clusterAssets, KwokDir: b.cfg.kwokDir, Nodes: b.cfg.kwokNodes,
 	}
-	f := &kwokFuture{done: make(chan struct{}), cluster: k}
-	b.logf("kwok: creating cluster %s (%d nodes)", k.name, b.cfg.kwokNodes)
+	f := &kwokFuture{done: make(chan struct{})}
+	b.logf("kwok: creating cluster %s (%d nodes)", o.Name, o.Nodes)
 	go func() {
 		defer close(f.done)
-		f.err = k.create(ctx, b.root, b.cfg.clusterAssets, b.cfg.kwokDir, b.cfg.kwokNodes)
+		f.cluster, f.err = createKwok(ctx, b.root, o)
 	}()
 	return f
+}
+
+// createKwok creates the cluster, waits until it is usable and installs the CRDs.
+func createKwok(ctx context.Context, root string, o kwok.Options) (*kwokCluster, error) {
+	start := time.Now()
+	k, err := kwok.Create(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	cfg := k.Config()
+	cfg.QPS, cfg.Burst = clientQPS, clientBurst
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("creating a kwok client: %w", err), k.Delete())
+	}
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{
+		Paths: []string{filepath.Join(root, "config", "crd", "bases")}, ErrorIfPathMissing: true, Scheme: scheme,
+	}); err != nil {
+		return nil, errors.Join(fmt.Errorf("installing the CRDs on kwok: %w", err), k.Delete())
+	}
+	// The API server and etcd are metered like envtest's.
+	pids := map[string]int{}
+	for name, component := range map[string]string{"apiserver": kwok.KubeAPIServer, "etcd": kwok.Etcd} {
+		if pid, err := k.PID(component); err == nil {
+			pids[name] = pid
+		}
+	}
+	return &kwokCluster{
+		Cluster:    k,
+		cluster:    &cluster{config: cfg, client: c, kubeconfig: k.Kubeconfig(), pids: pids},
+		createTime: time.Since(start),
+	}, nil
 }
 
 // wait returns the cluster once it is created.
@@ -82,106 +112,12 @@ func (f *kwokFuture) wait(ctx context.Context) (*kwokCluster, error) {
 	}
 }
 
-// delete deletes the cluster once its creation has ended.
+// delete deletes the cluster once its creation has ended; its processes end with it.
 func (f *kwokFuture) delete() {
 	<-f.done
-	f.cluster.delete()
-}
-
-func (k *kwokCluster) kwok(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, k.kwokctl, args...) //nolint:gosec // the cached kwokctl
-	cmd.Env = append(os.Environ(), "KWOK_WORKDIR="+k.workdir)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("kwokctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errOut.String()))
+	if f.cluster != nil {
+		_ = f.cluster.Delete()
 	}
-	return out.String(), nil
-}
-
-func (k *kwokCluster) create(ctx context.Context, root, k8sDir, kwokDir string, nodes int) error {
-	start := time.Now()
-	if err := os.MkdirAll(k.workdir, 0o755); err != nil {
-		return fmt.Errorf("creating the kwok folder: %w", err)
-	}
-	if _, err := k.kwok(ctx, "create", "cluster", "--name", k.name, "--runtime", "binary",
-		"--etcd-binary", filepath.Join(k8sDir, "etcd"),
-		"--kube-apiserver-binary", filepath.Join(k8sDir, "kube-apiserver"),
-		"--kube-controller-manager-binary", filepath.Join(k8sDir, "kube-controller-manager"),
-		"--kube-scheduler-binary", filepath.Join(k8sDir, "kube-scheduler"),
-		"--kwok-controller-binary", filepath.Join(kwokDir, "kwok")); err != nil {
-		return err
-	}
-	kubeconfig, err := k.kwok(ctx, "get", "kubeconfig", "--name", k.name)
-	if err != nil {
-		return err
-	}
-	k.kubeconfig = filepath.Join(k.workdir, "kubeconfig")
-	if err := os.WriteFile(k.kubeconfig, []byte(kubeconfig), 0o600); err != nil {
-		return fmt.Errorf("writing the kwok kubeconfig: %w", err)
-	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig([]byte(kubeconfig))
-	if err != nil {
-		return fmt.Errorf("loading the kwok kubeconfig: %w", err)
-	}
-	cfg.QPS, cfg.Burst = clientQPS, clientBurst
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return fmt.Errorf("creating a kwok client: %w", err)
-	}
-	k.cluster = &cluster{config: cfg, client: c, kubeconfig: k.kubeconfig}
-	if _, err := k.kwok(ctx, "scale", "node", "--name", k.name, "--replicas", strconv.Itoa(nodes)); err != nil {
-		return err
-	}
-	if err := k.waitUsable(ctx, nodes); err != nil {
-		return err
-	}
-	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join(root, "config", "crd", "bases")}, ErrorIfPathMissing: true, Scheme: scheme,
-	}); err != nil {
-		return fmt.Errorf("installing the CRDs on kwok: %w", err)
-	}
-	k.createTime = time.Since(start)
-	return nil
-}
-
-// waitUsable waits until the nodes are ready and the default service account exists (pods of
-// Jobs need it).
-func (k *kwokCluster) waitUsable(ctx context.Context, nodes int) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		list := &corev1.NodeList{}
-		ready := 0
-		if err := k.cluster.client.List(ctx, list); err == nil {
-			for _, n := range list.Items {
-				for _, c := range n.Status.Conditions {
-					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-						ready++
-					}
-				}
-			}
-		}
-		sa := &corev1.ServiceAccount{}
-		saErr := k.cluster.client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "default"}, sa)
-		if ready >= nodes && saErr == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("kwok: %d of %d nodes ready after 2 minutes (default service account: %w)", ready, nodes, saErr)
-		}
-		sleepCtx(ctx, 200*time.Millisecond)
-		if ctx.Err() != nil {
-			return fmt.Errorf("waiting for the kwok cluster: %w", context.Cause(ctx))
-		}
-	}
-}
-
-// delete deletes the cluster; its processes end with it.
-func (k *kwokCluster) delete() {
-	if _, err := os.Stat(k.workdir); err != nil {
-		return
-	}
-	_, _ = k.kwok(context.Background(), "delete", "cluster", "--name", k.name)
 }
 
 // runBaseline times Jobs from creation to their pod Running, then tasks from creation to

@@ -11,10 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/test/builder"
 )
 
 // labelRun marks each task of the bench with its run.
@@ -22,23 +22,11 @@ const labelRun = "bench.aihub.dev/run"
 
 // newHive returns a hive of n agents with c slots each; its image is never pulled.
 func newHive(ns, name string, replicas, concurrency int) *swarmv1alpha1.Hive {
-	return &swarmv1alpha1.Hive{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: swarmv1alpha1.HiveSpec{
-			Replicas: ptr.To(int32(replicas)),
-			Agent:    swarmv1alpha1.AgentSpec{Concurrency: int32(concurrency)},
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{Name: "agent", Image: "bench.invalid/noop-agent:v1"}},
-			}},
-		},
-	}
+	return builder.Hive(ns, name).Replicas(int32(replicas)).Concurrency(int32(concurrency)).Image("bench.invalid/noop-agent:v1").Obj()
 }
 
 func newTask(ns, hive, prefix string, i int) *swarmv1alpha1.Task {
-	return &swarmv1alpha1.Task{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: taskName(prefix, i), Labels: map[string]string{labelRun: prefix}},
-		Spec:       swarmv1alpha1.TaskSpec{Hive: hive, Input: "bench"},
-	}
+	return builder.Task(ns, taskName(prefix, i)).Hive(hive).Input("bench").Label(labelRun, prefix).Obj()
 }
 
 func createNamespace(ctx context.Context, c client.Client, name string) error {

@@ -30,6 +30,7 @@ import (
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/aihub-dev/hive-operator/test/operator"
 	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
@@ -289,7 +290,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	built := make(chan error, 1)
 	go func() {
 		var berr error
-		b.operatorBinary, berr = buildOperator(ctx, b.root, b.workDir)
+		b.operatorBinary, berr = operator.Build(ctx, b.root, b.workDir)
 		built <- berr
 	}()
 	if b.cfg.assets == "" {

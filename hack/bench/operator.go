@@ -4,173 +4,37 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/aihub-dev/hive-operator/test/operator"
 )
 
-// operatorOptions say how to run the operator process.
-type operatorOptions struct {
-	binary     string
-	kubeconfig string
-	namespaces []string
-	logPath    string
-	qps, burst int
-	pprof      bool
-}
+// The operator runs as its own process through test/operator; this file measures it.
 
-// operator is a running manager process.
-type operator struct {
-	cmd        *exec.Cmd
-	pid        int
-	metricsURL string
-	readyURL   string
-	pprofAddr  string
-	logPath    string
-	started    time.Time
-	exited     chan struct{}
-	exitErr    error
-	logFile    *os.File
-}
-
-// freePort returns a TCP port free on the loopback interface right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// buildOperator builds cmd/manager into dir.
-func buildOperator(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "manager")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("building the operator: %w: %s", err, out)
-	}
-	return bin, nil
-}
-
-// startOperator starts the manager process. It dies with the bench (SIGKILL when the bench's
-// process ends), so it never outlives an interrupted run.
-func startOperator(o operatorOptions) (*operator, error) {
-	metricsPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	probePort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{
-		"--leader-elect=false",
-		"--metrics-secure=false",
-		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metricsPort),
-		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort),
-		"--namespaces=" + strings.Join(o.namespaces, ","),
-		"--kube-api-qps=" + strconv.Itoa(o.qps),
-		"--kube-api-burst=" + strconv.Itoa(o.burst),
-		"--zap-log-level=info",
-	}
-	op := &operator{
-		metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort),
-		readyURL:   fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort),
-		logPath:    o.logPath,
-		exited:     make(chan struct{}),
-	}
-	if o.pprof {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		op.pprofAddr = "127.0.0.1:" + strconv.Itoa(port)
-		args = append(args, "--pprof-bind-address="+op.pprofAddr)
-	}
-	logFile, err := os.Create(o.logPath)
-	if err != nil {
-		return nil, fmt.Errorf("creating the operator's log: %w", err)
-	}
-	op.logFile = logFile
-	cmd := exec.Command(o.binary, args...) //nolint:gosec // the binary the bench just built
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+o.kubeconfig)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	op.started = time.Now()
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("starting the operator: %w", err)
-	}
-	op.cmd, op.pid = cmd, cmd.Process.Pid
-	go func() {
-		op.exitErr = cmd.Wait()
-		close(op.exited)
-	}()
-	return op, nil
-}
-
-// alive returns an error once the process has exited.
-func (op *operator) alive() error {
-	select {
-	case <-op.exited:
-		return fmt.Errorf("the operator exited (%w); its log: %s%s", op.exitErr, op.logPath, op.logTail())
-	default:
-		return nil
+// operatorOptions are the bench's settings of an operator process watching one namespace.
+func (b *bench) operatorOptions(kubeconfig, ns string) operator.Options {
+	return operator.Options{
+		Binary: b.operatorBinary, Kubeconfig: kubeconfig, Namespaces: []string{ns},
+		LogPath: filepath.Join(b.workDir, "operator-"+ns+".log"),
+		QPS:     b.cfg.operatorQPS, Burst: b.cfg.operatorBurst, Pprof: b.cfg.pprof,
 	}
 }
 
-func (op *operator) logTail() string {
-	b, err := os.ReadFile(op.logPath)
-	if err != nil || len(b) == 0 {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return "\n  " + strings.Join(lines[max(0, len(lines)-5):], "\n  ")
-}
-
-// waitReady polls /readyz until it answers 200 and returns the time since the process
-// started.
-func (op *operator) waitReady(ctx context.Context, timeout time.Duration) (time.Duration, error) {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, op.readyURL, nil)
-		if err != nil {
-			return 0, fmt.Errorf("building the readiness request: %w", err)
-		}
-		if resp, err := client.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return time.Since(op.started), nil
-			}
-		}
-		if err := op.alive(); err != nil {
-			return 0, err
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the operator was not ready within %s; its log: %s%s", timeout, op.logPath, op.logTail())
-		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("waiting for the operator: %w", context.Cause(ctx))
-		case <-time.After(5 * time.Millisecond):
-		}
+// stopOperator stops an operator process if one was started; how it ended does not change
+// the measurements.
+func stopOperator(op *operator.Process) {
+	if op != nil {
+		_ = op.Stop()
 	}
 }
 
-// requests scrapes the operator's API requests by HTTP method.
-func (op *operator) requests(ctx context.Context) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, op.metricsURL, nil)
+// operatorRequests scrapes the operator's API requests by HTTP method.
+func operatorRequests(ctx context.Context, op *operator.Process) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, op.MetricsURL(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("building the metrics request: %w", err)
 	}
@@ -189,40 +53,21 @@ func (op *operator) requests(ctx context.Context) (map[string]float64, error) {
 	return parseRequestCounts(string(body)), nil
 }
 
-// stop ends the process: SIGTERM, then SIGKILL after a grace.
-func (op *operator) stop() {
-	if op == nil || op.cmd == nil {
-		return
-	}
-	select {
-	case <-op.exited:
-	default:
-		_ = op.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-op.exited:
-		case <-time.After(10 * time.Second):
-			_ = op.cmd.Process.Kill()
-			<-op.exited
-		}
-	}
-	_ = op.logFile.Close()
-}
-
 // usage measures the operator's resources over a phase.
 type usage struct {
-	op       *operator
+	op       *operator.Process
 	cpu      time.Duration
 	requests map[string]float64
 }
 
 // beginUsage resets the operator's peak RSS and notes its CPU time and requests.
-func beginUsage(ctx context.Context, op *operator) (*usage, error) {
-	resetPeakRSS(op.pid)
-	cpu, err := procCPU(op.pid)
+func beginUsage(ctx context.Context, op *operator.Process) (*usage, error) {
+	resetPeakRSS(op.PID())
+	cpu, err := procCPU(op.PID())
 	if err != nil {
 		return nil, err
 	}
-	req, err := op.requests(ctx)
+	req, err := operatorRequests(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -231,15 +76,15 @@ func beginUsage(ctx context.Context, op *operator) (*usage, error) {
 
 // end returns what the operator used since beginUsage.
 func (u *usage) end(ctx context.Context) (OperatorUse, error) {
-	cpu, err := procCPU(u.op.pid)
+	cpu, err := procCPU(u.op.PID())
 	if err != nil {
 		return OperatorUse{}, err
 	}
-	peak, _, err := procMemory(u.op.pid)
+	peak, _, err := procMemory(u.op.PID())
 	if err != nil {
 		return OperatorUse{}, err
 	}
-	req, err := u.op.requests(ctx)
+	req, err := operatorRequests(ctx, u.op)
 	if err != nil {
 		return OperatorUse{}, err
 	}

@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/test/operator"
 )
 
 // runStored stores many queued tasks (for a hive of 0 replicas, so none runs) before a fresh
@@ -45,37 +45,33 @@ func (b *bench) runStored(ctx context.Context, env *cluster) (*StoredResult, err
 	res.CreateSeconds = round(time.Since(start).Seconds(), 1)
 	b.logf("stored: %d tasks created in %.0f s; starting a fresh operator", n, res.CreateSeconds)
 
-	op, err := startOperator(operatorOptions{
-		binary: b.operatorBinary, kubeconfig: env.kubeconfig, namespaces: []string{ns},
-		logPath: filepath.Join(b.workDir, "operator-"+ns+".log"),
-		qps:     b.cfg.operatorQPS, burst: b.cfg.operatorBurst, pprof: b.cfg.pprof,
-	})
+	op, err := operator.Start(b.operatorOptions(env.kubeconfig, ns))
 	if err != nil {
 		return nil, err
 	}
-	defer op.stop()
-	startup, err := op.waitReady(ctx, 5*time.Minute)
+	defer stopOperator(op)
+	startup, err := op.WaitReady(ctx, 5*time.Minute)
 	if err != nil {
 		return nil, err
 	}
 	res.StartupSeconds = round(startup.Seconds(), 3)
 	b.logf("stored: operator ready in %s; settling for %s", startup.Round(time.Millisecond), b.cfg.settle)
 	sleepCtx(ctx, b.cfg.settle)
-	if err := op.alive(); err != nil {
+	if err := op.Alive(); err != nil {
 		return nil, err
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("stored tasks: %w", context.Cause(ctx))
 	}
-	if res.PeakRSSBytes, res.RSSBytes, err = procMemory(op.pid); err != nil {
+	if res.PeakRSSBytes, res.RSSBytes, err = procMemory(op.PID()); err != nil {
 		return nil, err
 	}
-	cpu, err := procCPU(op.pid)
+	cpu, err := procCPU(op.PID())
 	if err != nil {
 		return nil, err
 	}
 	res.CPUSeconds = round(cpu.Seconds(), 2)
-	if res.Requests, err = op.requests(ctx); err != nil {
+	if res.Requests, err = operatorRequests(ctx, op); err != nil {
 		return nil, err
 	}
 	h := &swarmv1alpha1.Hive{}

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/aihub-dev/hive-operator/test/operator"
 )
 
 // cluster is an API server the bench drives: envtest's or kwok's.
@@ -27,7 +28,7 @@ type world struct {
 	ns, hive    string
 	agents      int
 	concurrency int
-	op          *operator
+	op          *operator.Process
 	sim         *simulator
 	rec         *recorder
 	meter       *cpuMeter
@@ -70,22 +71,18 @@ func (b *bench) setupWorld(ctx context.Context, cl *cluster, w *world, spec worl
 	if err := w.rec.start(ctx); err != nil {
 		return err
 	}
-	op, err := startOperator(operatorOptions{
-		binary: b.operatorBinary, kubeconfig: cl.kubeconfig, namespaces: []string{spec.ns},
-		logPath: filepath.Join(b.workDir, "operator-"+spec.ns+".log"),
-		qps:     b.cfg.operatorQPS, burst: b.cfg.operatorBurst, pprof: b.cfg.pprof,
-	})
+	op, err := operator.Start(b.operatorOptions(cl.kubeconfig, spec.ns))
 	if err != nil {
 		return err
 	}
 	w.op = op
-	if w.startup, err = op.waitReady(ctx, 2*time.Minute); err != nil {
+	if w.startup, err = op.WaitReady(ctx, 2*time.Minute); err != nil {
 		return err
 	}
-	if op.pprofAddr != "" {
-		b.logf("operator for %s: pprof on http://%s/debug/pprof/", spec.ns, op.pprofAddr)
+	if op.PprofAddr() != "" {
+		b.logf("operator for %s: pprof on http://%s/debug/pprof/", spec.ns, op.PprofAddr())
 	}
-	pids := map[string]int{"operator": op.pid, "bench": os.Getpid()}
+	pids := map[string]int{"operator": op.PID(), "bench": os.Getpid()}
 	for k, v := range cl.pids {
 		pids[k] = v
 	}
@@ -110,7 +107,7 @@ func (b *bench) setupWorld(ctx context.Context, cl *cluster, w *world, spec worl
 // close stops the agents, the operator and the watches.
 func (w *world) close() {
 	w.sim.stop()
-	w.op.stop()
+	stopOperator(w.op)
 	w.cancel()
 }
 
@@ -118,5 +115,5 @@ func (w *world) alive() error {
 	if w.op == nil {
 		return nil
 	}
-	return w.op.alive()
+	return w.op.Alive()
 }

@@ -98,6 +98,41 @@ func Revision(pod *corev1.Pod) string {
 	return pod.Labels[swarmv1alpha1.LabelRevision]
 }
 
+// Slots returns how many tasks the agent may run at once: the AGENT_CONCURRENCY the
+// operator gave its containers from the spec of the agent's own revision (at least 1).
+// During a rollout it may differ from the hive's current spec.agent.concurrency.
+func Slots(pod *corev1.Pod) int {
+	if v, ok := contractValue(pod, swarmv1alpha1.EnvAgentConcurrency); ok {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 1
+}
+
+// Capabilities returns the capabilities the agent offers: the AGENT_CAPABILITIES the
+// operator gave its containers from the spec of the agent's own revision.
+func Capabilities(pod *corev1.Pod) []string {
+	v, _ := contractValue(pod, swarmv1alpha1.EnvAgentCapabilities)
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
+// contractValue returns the value of an agent variable the operator set on the pod's
+// containers.
+func contractValue(pod *corev1.Pod, name string) (string, bool) {
+	for i := range pod.Spec.Containers {
+		for _, e := range pod.Spec.Containers[i].Env {
+			if e.Name == name && e.ValueFrom == nil {
+				return e.Value, true
+			}
+		}
+	}
+	return "", false
+}
+
 // IsReady reports whether the pod's Ready condition is true.
 func IsReady(pod *corev1.Pod) bool {
 	for _, c := range pod.Status.Conditions {
@@ -111,6 +146,16 @@ func IsReady(pod *corev1.Pod) bool {
 // IsTerminating reports whether the pod is being deleted.
 func IsTerminating(pod *corev1.Pod) bool {
 	return pod.DeletionTimestamp != nil
+}
+
+// GraceEnds returns when the termination grace period of a pod being deleted ends: its
+// deletionTimestamp, which the API server sets to the deletion request plus the grace
+// period. Until then a kubelet lets its containers stop by themselves.
+func GraceEnds(pod *corev1.Pod) time.Time {
+	if pod.DeletionTimestamp == nil {
+		return time.Time{}
+	}
+	return pod.DeletionTimestamp.Time
 }
 
 // IsFinished reports whether the pod's containers have stopped for good: an agent pod

@@ -17,9 +17,10 @@ import (
 // Each entry remembers the task's resourceVersion from before its bind. The entry stays
 // exactly as long as the cache still shows the task at that version; once the cache shows
 // any later version (the bind, or whatever came after it) or the task's deletion, the cache
-// accounts for the task and the entry goes. A failed bind releases its entry at once. No
-// timer is involved, so a cache that stalls for any time cannot cause an over-bind.
-// A Ledger is safe for concurrent use.
+// accounts for the task and the entry goes. A failed bind releases its entry at once; a
+// bind whose answer was lost and could not be checked is kept as doubtful until the API
+// server tells whether it went through. No timer is involved, so a cache that stalls for
+// any time cannot cause an over-bind. A Ledger is safe for concurrent use.
 type Ledger struct {
 	mu      sync.Mutex
 	byTask  map[types.UID]ledgerEntry
@@ -30,6 +31,8 @@ type Ledger struct {
 type ledgerEntry struct {
 	hive, agent     string
 	resourceVersion string
+	// doubtful names the task of a bind whose outcome is unknown.
+	doubtful string
 }
 
 // NewLedger returns an empty ledger.
@@ -58,6 +61,63 @@ func (l *Ledger) Release(task types.UID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.dropLocked(task)
+}
+
+// Doubt marks the bind of a task (named name) as one whose outcome is unknown: its answer
+// was lost and the API server could not be asked. The slot stays taken until Resolve.
+func (l *Ledger) Doubt(task types.UID, name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.byTask[task]; ok {
+		e.doubtful = name
+		l.byTask[task] = e
+	}
+}
+
+// IsDoubtful reports whether the bind of a task is doubtful.
+func (l *Ledger) IsDoubtful(task types.UID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byTask[task].doubtful != ""
+}
+
+// DoubtfulBind is a bind whose outcome is unknown: Task (named Name) was at
+// ResourceVersion before it.
+type DoubtfulBind struct {
+	Task            types.UID
+	Name            string
+	ResourceVersion string
+}
+
+// Doubtful returns a hive's doubtful binds.
+func (l *Ledger) Doubtful(hive string) []DoubtfulBind {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []DoubtfulBind
+	for uid := range l.byHive[hive] {
+		if e := l.byTask[uid]; e.doubtful != "" {
+			out = append(out, DoubtfulBind{Task: uid, Name: e.doubtful, ResourceVersion: e.resourceVersion})
+		}
+	}
+	return out
+}
+
+// Resolve settles a doubtful bind once the API server showed the task: at a later version
+// than before the bind, it may have gone through and the entry stays until the cache shows
+// it; at the same version, it did not, and the entry goes.
+func (l *Ledger) Resolve(task types.UID, resourceVersion string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.byTask[task]
+	if !ok || e.doubtful == "" {
+		return
+	}
+	if resourceVersion == e.resourceVersion {
+		l.dropLocked(task)
+		return
+	}
+	e.doubtful = ""
+	l.byTask[task] = e
 }
 
 // Holds reports whether a bind of the task is in flight or not yet in the cache.
@@ -113,6 +173,21 @@ func (l *Ledger) Used(agent string, boundInCache []types.UID) int {
 		}
 	}
 	return n
+}
+
+// Held returns the binds the ledger holds for a hive's agents, by agent. The hive
+// controller counts them as busy slots with those its cache shows: read them before the
+// cache, so that an entry dropped in between (because the cache caught up) is in the
+// cache's view.
+func (l *Ledger) Held(hive string) map[string][]types.UID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string][]types.UID{}
+	for uid := range l.byHive[hive] {
+		e := l.byTask[uid]
+		out[e.agent] = append(out[e.agent], uid)
+	}
+	return out
 }
 
 // Size is the number of binds held.

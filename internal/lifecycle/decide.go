@@ -21,6 +21,10 @@ type AgentState struct {
 	NotReadySince time.Time
 	// Finished means the pod failed or succeeded.
 	Finished bool
+	// Terminating means the pod is being deleted gracefully; GraceEnds is when its grace
+	// period ends (its deletionTimestamp), when the kubelet kills what still runs.
+	Terminating bool
+	GraceEnds   time.Time
 }
 
 // Observed is what the task controller saw of a task's surroundings.
@@ -32,6 +36,15 @@ type Observed struct {
 	Agent AgentState
 	// Dependencies holds the tasks named in dependsOn (nil for those not found).
 	Dependencies map[string]*swarmv1alpha1.Task
+	// Cycle, when not empty, is a cycle of dependencies through the task (a, b, a).
+	Cycle []string
+	// Dependents is the number of unfinished tasks that depend on this one, for a finished
+	// task: their agents may read its result, so it is not deleted by its TTL before they
+	// finish.
+	Dependents int
+	// MissingDependencyTimeout is how long a task waits for a dependency that does not
+	// exist before it fails.
+	MissingDependencyTimeout time.Duration
 	// AgentLostGrace is how long an agent may stay not ready before its tasks are requeued.
 	AgentLostGrace time.Duration
 	// TimeoutGrace is how long past its deadline a bound task waits for its agent to report
@@ -79,6 +92,10 @@ func decideFinished(t *swarmv1alpha1.Task, o Observed) Decision {
 	}
 	expires := finished.Add(time.Duration(*t.Spec.TTLSecondsAfterFinished) * time.Second)
 	if !o.Now.Before(expires) {
+		if o.Dependents > 0 {
+			// The dependents' finishing wakes the task up again.
+			return Decision{}
+		}
 		return Decision{Delete: true}
 	}
 	return Decision{RequeueAfter: expires.Sub(o.Now)}
@@ -87,7 +104,11 @@ func decideFinished(t *swarmv1alpha1.Task, o Observed) Decision {
 func decideBound(t *swarmv1alpha1.Task, o Observed) Decision {
 	var requeue time.Duration
 	lost, why := agentLost(o)
-	if !lost && !o.Agent.Ready && o.Agent.Found {
+	switch {
+	case lost:
+	case o.Agent.Terminating:
+		requeue = o.Agent.GraceEnds.Sub(o.Now)
+	case !o.Agent.Ready:
 		requeue = o.Agent.NotReadySince.Add(o.AgentLostGrace).Sub(o.Now)
 	}
 	if lost {
@@ -120,13 +141,20 @@ func decideBound(t *swarmv1alpha1.Task, o Observed) Decision {
 	return Decision{RequeueAfter: requeue}
 }
 
-// agentLost reports whether a bound task's agent is gone for good, and says how.
+// agentLost reports whether a bound task's agent is gone for good, and says how. An agent
+// whose pod is being deleted gracefully is not lost while its grace period lasts, ready or
+// not: it is finishing or giving back its tasks, as the agent protocol asks on SIGTERM.
 func agentLost(o Observed) (bool, string) {
 	switch {
 	case !o.Agent.Found:
 		return true, "is gone"
 	case o.Agent.Finished:
 		return true, "stopped"
+	case o.Agent.Terminating:
+		if !o.Now.Before(o.Agent.GraceEnds) {
+			return true, "was still running it when its pod's termination grace period ended"
+		}
+		return false, ""
 	case !o.Agent.Ready && !o.Now.Before(o.Agent.NotReadySince.Add(o.AgentLostGrace)):
 		return true, fmt.Sprintf("has not been ready for %s", o.Now.Sub(o.Agent.NotReadySince).Round(time.Second))
 	}
@@ -139,28 +167,55 @@ func decideQueued(t *swarmv1alpha1.Task, o Observed) Decision {
 		return Decision{Status: &s}
 	}
 
-	state, message := Dependencies(t, o.Dependencies)
-	switch state {
-	case DependencyFailed:
-		s := Fail(t, swarmv1alpha1.ReasonDependencyFailed, message, o.Now)
-		return Decision{Status: &s, Event: &Event{corev1.EventTypeWarning, swarmv1alpha1.ReasonDependencyFailed, message}}
-	case DependenciesWaiting:
-		if t.Status.Phase == swarmv1alpha1.TaskBlocked && t.Status.Message == message {
-			return Decision{}
-		}
-		s := *t.Status.DeepCopy()
-		s.Phase = swarmv1alpha1.TaskBlocked
-		s.Message = message
-		return Decision{Status: &s}
-	}
-
 	s := *t.Status.DeepCopy()
 	changed := false
-	if t.Status.Phase == swarmv1alpha1.TaskBlocked {
-		s.Phase = swarmv1alpha1.TaskPending
-		s.Message = ""
+	var requeue time.Duration
+	state, message := Dependencies(t, o.Dependencies)
+	switch {
+	case state == DependencyFailed:
+		f := Fail(t, swarmv1alpha1.ReasonDependencyFailed, message, o.Now)
+		return Decision{Status: &f, Event: &Event{corev1.EventTypeWarning, swarmv1alpha1.ReasonDependencyFailed, message}}
+	case state != DependenciesMet && len(o.Cycle) > 0:
+		msg := fmt.Sprintf("its dependencies form a cycle (%s), so none of them can ever run; create the tasks again without it",
+			strings.Join(o.Cycle, " → "))
+		f := Fail(t, swarmv1alpha1.ReasonDependencyCycle, msg, o.Now)
+		return Decision{Status: &f, Event: &Event{corev1.EventTypeWarning, swarmv1alpha1.ReasonDependencyCycle, msg}}
+	case state == DependencyMissing:
+		// Condition times are stored to the second: count from there, so the deadline in
+		// the message is the same on every pass.
+		since := o.Now.Truncate(time.Second)
+		if c := meta.FindStatusCondition(t.Status.Conditions, swarmv1alpha1.TaskDependenciesReady); c != nil && c.Reason == swarmv1alpha1.ReasonDependencyNotFound {
+			since = c.LastTransitionTime.Time
+		}
+		deadline := since.Add(o.MissingDependencyTimeout)
+		if !o.Now.Before(deadline) {
+			msg := fmt.Sprintf("%s: a dependency did not exist within %s", message, o.MissingDependencyTimeout)
+			f := Fail(t, swarmv1alpha1.ReasonDependencyNotFound, msg, o.Now)
+			return Decision{Status: &f, Event: &Event{corev1.EventTypeWarning, swarmv1alpha1.ReasonDependencyNotFound, msg}}
+		}
+		changed = block(&s, swarmv1alpha1.ReasonDependencyNotFound,
+			fmt.Sprintf("%s; the task fails if they do not exist by %s", message, deadline.UTC().Format(time.RFC3339)), message, o.Now)
+		requeue = deadline.Sub(o.Now)
+	case state == DependenciesWaiting:
+		changed = block(&s, swarmv1alpha1.ReasonWaitingForDependencies, message, message, o.Now)
+	case len(t.Spec.DependsOn) > 0 && !DependenciesSatisfied(t):
+		// Record that they succeeded: the dispatcher binds a task with dependencies only
+		// once this is recorded, and a dependency deleted afterwards cannot block it again.
+		if s.Phase == swarmv1alpha1.TaskBlocked {
+			s.Phase = swarmv1alpha1.TaskPending
+			s.Message = ""
+		}
+		SetDependenciesReady(&s, metav1.ConditionTrue, swarmv1alpha1.ReasonDependenciesSucceeded, "Every task in dependsOn succeeded", o.Now)
 		changed = true
 	}
+	if s.Phase == swarmv1alpha1.TaskBlocked {
+		d := Decision{RequeueAfter: requeue}
+		if changed {
+			d.Status = &s
+		}
+		return d
+	}
+
 	cond, event := schedulable(t, o)
 	if prev := meta.FindStatusCondition(s.Conditions, swarmv1alpha1.TaskScheduled); cond != nil || prev != nil {
 		if cond == nil {
@@ -186,6 +241,19 @@ func decideQueued(t *swarmv1alpha1.Task, o Observed) Decision {
 	return d
 }
 
+// block holds a task back for its dependencies: phase Blocked with message, and the
+// DependenciesReady=False condition with reason and condMessage. It reports whether the
+// status changed.
+func block(s *swarmv1alpha1.TaskStatus, reason, condMessage, message string, now time.Time) bool {
+	changed := s.Phase != swarmv1alpha1.TaskBlocked || s.Message != message
+	s.Phase = swarmv1alpha1.TaskBlocked
+	s.Message = message
+	if SetDependenciesReady(s, metav1.ConditionFalse, reason, condMessage, now) {
+		changed = true
+	}
+	return changed
+}
+
 // schedulable returns the Scheduled=False condition (and its event) of a queued task its
 // hive cannot run, or nil when it can.
 func schedulable(t *swarmv1alpha1.Task, o Observed) (*metav1.Condition, *Event) {
@@ -207,22 +275,18 @@ func schedulable(t *swarmv1alpha1.Task, o Observed) (*metav1.Condition, *Event) 
 	return nil, nil
 }
 
-// Dispatchable reports whether the dispatcher may bind a task now, given its hive and its
-// dependencies. When the task only waits for its backoff, wait says how long.
-func Dispatchable(t *swarmv1alpha1.Task, hive *swarmv1alpha1.Hive, deps map[string]*swarmv1alpha1.Task, now time.Time) (ok bool, wait time.Duration) {
-	if !IsQueued(t) || t.Status.Phase == swarmv1alpha1.TaskBlocked {
+// Dispatchable reports whether the dispatcher may bind a task now, given the capabilities
+// its hive offers: it waits in the queue (see Waiting, with observedAt) and, if it has
+// dependencies, the task controller has recorded them met (DependenciesSatisfied). The
+// dispatcher never looks at the dependencies itself: one controller decides them. When
+// the task only waits for its backoff, wait says how long.
+func Dispatchable(t *swarmv1alpha1.Task, offered []string, now, observedAt time.Time) (ok bool, wait time.Duration) {
+	waiting, retryIn := Waiting(t, offered, now, observedAt)
+	if !waiting {
+		return false, retryIn
+	}
+	if len(t.Spec.DependsOn) > 0 && !DependenciesSatisfied(t) {
 		return false, 0
-	}
-	if len(MissingCapabilities(t.Spec.RequiredCapabilities, hive.Spec.Agent.Capabilities)) > 0 {
-		return false, 0
-	}
-	if len(t.Spec.DependsOn) > 0 {
-		if state, _ := Dependencies(t, deps); state != DependenciesMet {
-			return false, 0
-		}
-	}
-	if t.Status.NotBefore != nil && now.Before(t.Status.NotBefore.Time) {
-		return false, t.Status.NotBefore.Sub(now)
 	}
 	return true, 0
 }

@@ -57,6 +57,12 @@ func (w *taskWrapper) Condition(reason, message string) *taskWrapper {
 	})
 	return w
 }
+func (w *taskWrapper) DependenciesReady(status metav1.ConditionStatus, reason string, ago time.Duration) *taskWrapper {
+	w.Status.Conditions = append(w.Status.Conditions, metav1.Condition{
+		Type: swarmv1alpha1.TaskDependenciesReady, Status: status, Reason: reason, LastTransitionTime: metav1.NewTime(now.Add(-ago)),
+	})
+	return w
+}
 func (w *taskWrapper) Obj() *swarmv1alpha1.Task { return w.DeepCopy() }
 
 func hive(caps ...string) *swarmv1alpha1.Hive {
@@ -66,13 +72,13 @@ func hive(caps ...string) *swarmv1alpha1.Hive {
 
 func TestBackoffAndRetries(t *testing.T) {
 	spec := T("t").Backoff(time.Second).Retries(2).Obj().Spec
-	for attempt, want := range map[int32]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 12: MaxBackoff} {
-		if got := Backoff(&spec, attempt); got != want {
-			t.Errorf("Backoff after attempt %d = %v, want %v", attempt, got, want)
+	for failed, want := range map[int32]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 12: MaxBackoff} {
+		if got := Backoff(&spec, failed); got != want {
+			t.Errorf("Backoff after failure %d = %v, want %v", failed, got, want)
 		}
 	}
 	if !CanRetry(&spec, 2) || CanRetry(&spec, 3) {
-		t.Error("with maxRetries 2, attempt 2 may retry and attempt 3 may not")
+		t.Error("with maxRetries 2, a task may retry after 2 failures and not after 3")
 	}
 	defaults := swarmv1alpha1.TaskSpec{}
 	if Backoff(&defaults, 1) != DefaultBackoff || !CanRetry(&defaults, 3) || CanRetry(&defaults, 4) || Timeout(&defaults) != DefaultTimeout {
@@ -113,8 +119,25 @@ func TestTransitions(t *testing.T) {
 	}
 
 	r := Release(bound, "released on shutdown", now)
-	if r.Phase != swarmv1alpha1.TaskPending || r.Agent != "" || r.Attempt != 1 || r.QueuedAt == nil {
+	if r.Phase != swarmv1alpha1.TaskPending || r.Agent != "" || r.Attempt != 1 || r.QueuedAt == nil || r.FailedAttempts != 0 || r.NotBefore != nil {
 		t.Errorf("release: %+v", r)
+	}
+
+	// Releases cost no retry: a task with one retry released twice still gets its retry,
+	// with the first backoff, after its first failure.
+	released := bound.DeepCopy()
+	for range 2 {
+		released.Status = Release(released, "released on shutdown", now)
+		released.Status = Bind(released, "agent-c", now)
+	}
+	f := FailAttempt(released, swarmv1alpha1.ReasonAgentFailed, "exit 1", now)
+	if f.Phase != swarmv1alpha1.TaskPending || f.Attempt != 3 || f.FailedAttempts != 1 || !f.NotBefore.Time.Equal(now.Add(2*time.Second)) {
+		t.Errorf("failure after two releases: %+v", f)
+	}
+
+	p := FailPermanently(bound, swarmv1alpha1.ReasonResultTooLarge, "too big", now)
+	if p.Phase != swarmv1alpha1.TaskFailed || p.FailedAttempts != 1 || p.FinishedAt == nil || !strings.HasSuffix(p.Message, "not retried") {
+		t.Errorf("permanent failure with retries left: %+v", p)
 	}
 	if st := Start(bound, now); st.Phase != swarmv1alpha1.TaskRunning || st.StartedAt == nil {
 		t.Errorf("start: %+v", st)
@@ -176,8 +199,27 @@ func TestDecide(t *testing.T) {
 			want: want{phase: swarmv1alpha1.TaskCancelled, message: "cancelled before it ran"},
 		},
 		"a task waits for its dependencies": {
-			task: T("t").DependsOn("done", "busy", "later").Obj(), obs: Observed{Hive: hive(), Dependencies: deps},
-			want: want{phase: swarmv1alpha1.TaskBlocked, message: "waiting for tasks busy, later (not found)"},
+			task: T("t").DependsOn("done", "busy").Obj(), obs: Observed{Hive: hive(), Dependencies: deps},
+			want: want{phase: swarmv1alpha1.TaskBlocked, message: "waiting for tasks busy"},
+		},
+		"a task waits a while for a dependency that does not exist": {
+			task: T("t").DependsOn("done", "busy", "later").Obj(), obs: Observed{Hive: hive(), Dependencies: deps, MissingDependencyTimeout: 5 * time.Minute},
+			want: want{phase: swarmv1alpha1.TaskBlocked, message: "waiting for tasks busy, later (not found)", requeue: 5 * time.Minute},
+		},
+		"a task whose dependency never appeared fails": {
+			task: T("t").DependsOn("later").Phase(swarmv1alpha1.TaskBlocked).
+				DependenciesReady(metav1.ConditionFalse, swarmv1alpha1.ReasonDependencyNotFound, 6*time.Minute).Obj(),
+			obs:  Observed{Hive: hive(), Dependencies: map[string]*swarmv1alpha1.Task{"later": nil}, MissingDependencyTimeout: 5 * time.Minute},
+			want: want{phase: swarmv1alpha1.TaskFailed, reason: swarmv1alpha1.ReasonDependencyNotFound, message: "waiting for tasks later (not found): a dependency did not exist within 5m0s"},
+		},
+		"a cycle of dependencies fails the task": {
+			task: T("a").DependsOn("b").Phase(swarmv1alpha1.TaskBlocked).Obj(),
+			obs:  Observed{Hive: hive(), Dependencies: map[string]*swarmv1alpha1.Task{"b": T("b").DependsOn("a").Phase(swarmv1alpha1.TaskBlocked).Obj()}, Cycle: []string{"a", "b", "a"}},
+			want: want{phase: swarmv1alpha1.TaskFailed, reason: swarmv1alpha1.ReasonDependencyCycle, message: "its dependencies form a cycle (a → b → a), so none of them can ever run; create the tasks again without it"},
+		},
+		"a task whose dependencies were met stays queued after they are deleted": {
+			task: T("t").DependsOn("expired").DependenciesReady(metav1.ConditionTrue, swarmv1alpha1.ReasonDependenciesSucceeded, time.Minute).Obj(),
+			obs:  Observed{Hive: hive(), Dependencies: map[string]*swarmv1alpha1.Task{"expired": nil}},
 		},
 		"a blocked task with the same message is left alone": {
 			task: func() *swarmv1alpha1.Task {
@@ -190,6 +232,10 @@ func TestDecide(t *testing.T) {
 		"a blocked task whose dependencies succeeded is queued": {
 			task: T("t").DependsOn("done").Phase(swarmv1alpha1.TaskBlocked).Obj(), obs: Observed{Hive: hive(), Dependencies: deps},
 			want: want{phase: swarmv1alpha1.TaskPending},
+		},
+		"a task whose dependencies succeeded records it, for the dispatcher": {
+			task: T("t").DependsOn("done").Obj(), obs: Observed{Hive: hive(), Dependencies: deps},
+			want: want{reason: swarmv1alpha1.ReasonDependenciesSucceeded},
 		},
 		"a failed dependency fails the task": {
 			task: T("t").DependsOn("done", "broken").Obj(), obs: Observed{Hive: hive(), Dependencies: deps},
@@ -230,6 +276,17 @@ func TestDecide(t *testing.T) {
 			obs:  Observed{Agent: AgentState{Found: true, NotReadySince: now.Add(-5 * time.Second)}, AgentLostGrace: 15 * time.Second},
 			want: want{requeue: 10 * time.Second},
 		},
+		"a task whose agent shuts down gracefully waits for the grace period, ready or not": {
+			task: T("t").Bound("a", 1, time.Minute).Obj(),
+			obs: Observed{Agent: AgentState{Found: true, Terminating: true, GraceEnds: now.Add(25 * time.Second), NotReadySince: now.Add(-20 * time.Second)},
+				AgentLostGrace: 15 * time.Second},
+			want: want{requeue: 25 * time.Second},
+		},
+		"a task whose agent outlives its grace period is requeued": {
+			task: T("t").Bound("a", 1, time.Minute).Obj(),
+			obs:  Observed{Agent: AgentState{Found: true, Ready: true, Terminating: true, GraceEnds: now.Add(-time.Second)}},
+			want: want{phase: swarmv1alpha1.TaskPending, reason: swarmv1alpha1.ReasonAgentLost, message: "attempt 1 on agent a failed (AgentLost): agent a was still running it when its pod's termination grace period ended; retrying"},
+		},
 		"a task whose agent stays not ready is requeued": {
 			task: T("t").Bound("a", 1, time.Minute).Obj(),
 			obs:  Observed{Agent: AgentState{Found: true, NotReadySince: now.Add(-20 * time.Second)}, AgentLostGrace: 15 * time.Second},
@@ -246,6 +303,10 @@ func TestDecide(t *testing.T) {
 			task: T("t").Phase(swarmv1alpha1.TaskFailed).TTL(60).FinishedAgo(time.Minute).Obj(),
 			want: want{del: true},
 		},
+		"a finished task past its ttl stays while tasks that depend on it run": {
+			task: T("t").Phase(swarmv1alpha1.TaskSucceeded).TTL(60).FinishedAgo(time.Hour).Obj(),
+			obs:  Observed{Dependents: 2},
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -260,6 +321,9 @@ func TestDecide(t *testing.T) {
 				}
 				if c := meta.FindStatusCondition(d.Status.Conditions, swarmv1alpha1.TaskScheduled); c != nil && c.Status == metav1.ConditionFalse {
 					got.reason, got.message = c.Reason, c.Message
+				}
+				if c := meta.FindStatusCondition(d.Status.Conditions, swarmv1alpha1.TaskDependenciesReady); c != nil && c.Status == metav1.ConditionTrue && !DependenciesSatisfied(tc.task) && got.phase == "" {
+					got.reason = c.Reason
 				}
 				if tc.want.phase != "" && d.Status.Message != "" {
 					got.message = d.Status.Message
@@ -285,31 +349,115 @@ func TestDecide(t *testing.T) {
 }
 
 func TestDispatchable(t *testing.T) {
-	deps := map[string]*swarmv1alpha1.Task{"done": T("done").Phase(swarmv1alpha1.TaskSucceeded).Obj(), "busy": T("busy").Phase(swarmv1alpha1.TaskRunning).Obj()}
+	met := func(b *taskWrapper) *taskWrapper {
+		return b.DependenciesReady(metav1.ConditionTrue, swarmv1alpha1.ReasonDependenciesSucceeded, 0)
+	}
 	cases := map[string]struct {
-		task     *swarmv1alpha1.Task
-		wantOK   bool
-		wantWait time.Duration
+		task       *swarmv1alpha1.Task
+		observedAt time.Time
+		wantOK     bool
+		wantWait   time.Duration
 	}{
-		"fresh":                   {T("t").Obj(), true, 0},
-		"pending":                 {T("t").Phase(swarmv1alpha1.TaskPending).Obj(), true, 0},
-		"cancelled":               {T("t").Cancel().Obj(), false, 0},
-		"blocked":                 {T("t").Phase(swarmv1alpha1.TaskBlocked).Obj(), false, 0},
-		"bound":                   {T("t").Bound("a", 1, 0).Obj(), false, 0},
-		"lacking a capability":    {T("t").Needs("gpu").Obj(), false, 0},
-		"with what the hive has":  {T("t").Needs("cpu").Obj(), true, 0},
-		"dependencies met":        {T("t").DependsOn("done").Obj(), true, 0},
-		"dependencies unfinished": {T("t").DependsOn("done", "busy").Obj(), false, 0},
-		"in backoff":              {T("t").NotBefore(now.Add(3 * time.Second)).Obj(), false, 3 * time.Second},
-		"backoff over":            {T("t").NotBefore(now.Add(-time.Second)).Obj(), true, 0},
+		"fresh":                                  {task: T("t").Obj(), wantOK: true},
+		"pending":                                {task: T("t").Phase(swarmv1alpha1.TaskPending).Obj(), wantOK: true},
+		"cancelled":                              {task: T("t").Cancel().Obj()},
+		"blocked":                                {task: T("t").Phase(swarmv1alpha1.TaskBlocked).Obj()},
+		"bound":                                  {task: T("t").Bound("a", 1, 0).Obj()},
+		"lacking a capability":                   {task: T("t").Needs("gpu").Obj()},
+		"with what the hive has":                 {task: T("t").Needs("cpu").Obj(), wantOK: true},
+		"dependencies not yet recorded met":      {task: T("t").DependsOn("done").Obj()},
+		"dependencies recorded met":              {task: met(T("t").DependsOn("gone")).Obj(), wantOK: true},
+		"dependencies recorded met, backing off": {task: met(T("t").DependsOn("gone")).NotBefore(now.Add(time.Second)).Obj(), wantWait: time.Second},
+		"in backoff":                             {task: T("t").NotBefore(now.Add(3 * time.Second)).Obj(), wantWait: 3 * time.Second},
+		"backoff over":                           {task: T("t").NotBefore(now.Add(-time.Second)).Obj(), wantOK: true},
+		"a backoff written a day ahead is capped": {
+			task: T("t").NotBefore(now.Add(24 * time.Hour)).Obj(), observedAt: now.Add(-time.Minute), wantWait: MaxBackoff - time.Minute,
+		},
+		"a backoff written a day ahead, seen long ago": {
+			task: T("t").NotBefore(now.Add(24 * time.Hour)).Obj(), observedAt: now.Add(-time.Hour), wantOK: true,
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			ok, wait := Dispatchable(tc.task, hive("cpu"), deps, now)
+			ok, wait := Dispatchable(tc.task, []string{"cpu"}, now, tc.observedAt)
 			if ok != tc.wantOK || wait != tc.wantWait {
 				t.Errorf("Dispatchable = %v, %v; want %v, %v", ok, wait, tc.wantOK, tc.wantWait)
 			}
 		})
+	}
+}
+
+func TestWaitingCountsOnlyTasksThatCanRunNow(t *testing.T) {
+	cases := map[string]struct {
+		task        *swarmv1alpha1.Task
+		wantWaiting bool
+		wantRetryIn time.Duration
+	}{
+		"queued":              {task: T("t").Obj(), wantWaiting: true},
+		"unschedulable":       {task: T("t").Needs("gpu").Obj()},
+		"backing off":         {task: T("t").NotBefore(now.Add(time.Minute)).Obj(), wantRetryIn: time.Minute},
+		"blocked":             {task: T("t").Phase(swarmv1alpha1.TaskBlocked).Obj()},
+		"cancelled":           {task: T("t").Cancel().Obj()},
+		"running":             {task: T("t").Bound("a", 1, 0).Obj()},
+		"finished":            {task: T("t").Phase(swarmv1alpha1.TaskSucceeded).Obj()},
+		"with its capability": {task: T("t").Needs("cpu").Obj(), wantWaiting: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			waiting, retryIn := Waiting(tc.task, []string{"cpu"}, now, time.Time{})
+			if waiting != tc.wantWaiting || retryIn != tc.wantRetryIn {
+				t.Errorf("Waiting = %v, %v; want %v, %v", waiting, retryIn, tc.wantWaiting, tc.wantRetryIn)
+			}
+		})
+	}
+}
+
+func TestFindCycle(t *testing.T) {
+	graph := map[string][]string{
+		"a": {"b"}, "b": {"c"}, "c": {"a", "x"}, // a → b → c → a
+		"x": {"y"}, "y": nil, // no cycle
+		"self": {"self"},
+		"d":    {"e"}, "e": {"f"}, "f": {"e"}, // a cycle that does not go through d
+	}
+	deps := func(name string) ([]string, bool) {
+		d, ok := graph[name]
+		return d, ok
+	}
+	cases := map[string][]string{
+		"a":       {"a", "b", "c", "a"},
+		"c":       {"c", "a", "b", "c"},
+		"x":       nil,
+		"self":    {"self", "self"},
+		"d":       nil,
+		"missing": nil,
+	}
+	for start, want := range cases {
+		if diff := cmp.Diff(want, FindCycle(start, deps)); diff != "" {
+			t.Errorf("FindCycle(%s) (-want +got):\n%s", start, diff)
+		}
+	}
+	// A huge chain is searched only so far.
+	long := func(name string) ([]string, bool) { return []string{name + "x"}, true }
+	if c := FindCycle("n", long); c != nil {
+		t.Errorf("FindCycle on an endless chain = %v", c)
+	}
+}
+
+func TestSetDependenciesReadyMovesItsTimeWithTheReason(t *testing.T) {
+	s := swarmv1alpha1.TaskStatus{}
+	if !SetDependenciesReady(&s, metav1.ConditionFalse, swarmv1alpha1.ReasonWaitingForDependencies, "waiting for b", now) {
+		t.Fatal("first set reported no change")
+	}
+	if SetDependenciesReady(&s, metav1.ConditionFalse, swarmv1alpha1.ReasonWaitingForDependencies, "waiting for b", now.Add(time.Minute)) {
+		t.Error("setting the same condition reported a change")
+	}
+	SetDependenciesReady(&s, metav1.ConditionFalse, swarmv1alpha1.ReasonWaitingForDependencies, "waiting for b, c", now.Add(time.Minute))
+	if c := meta.FindStatusCondition(s.Conditions, swarmv1alpha1.TaskDependenciesReady); !c.LastTransitionTime.Time.Equal(now) {
+		t.Errorf("a new message moved the time: %v", c.LastTransitionTime)
+	}
+	SetDependenciesReady(&s, metav1.ConditionFalse, swarmv1alpha1.ReasonDependencyNotFound, "b is gone", now.Add(2*time.Minute))
+	if c := meta.FindStatusCondition(s.Conditions, swarmv1alpha1.TaskDependenciesReady); !c.LastTransitionTime.Time.Equal(now.Add(2*time.Minute)) || len(s.Conditions) != 1 {
+		t.Errorf("a new reason kept the time: %+v", s.Conditions)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -43,8 +44,40 @@ import (
 //
 // ctx is cancelled when the attempt's timeout passes, when the task is cancelled or
 // deleted, when it is taken away from this agent, and when the shutdown grace runs out.
-// A handler should return promptly once ctx is done; what it returns then is discarded.
+// The agent writes the outcome those call for at once; the handler should return promptly
+// once ctx is done, and what it returns then is discarded. Its slot stays taken until it
+// returns, and a handler that has not returned Options.StopGrace after its context ended
+// makes the agent report itself not ready and unhealthy.
+//
+// An error wrapped with Permanent fails the task at once, without the retries its spec
+// allows: return it for failures another attempt cannot fix (invalid input, say).
 type Handler func(ctx context.Context, task *Task) (result string, err error)
+
+// Permanent marks a handler's error as one a retry cannot fix: the task fails for good
+// (reason PermanentFailure) instead of being retried.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// TaskSelector is the field selector of the tasks an agent watches: those bound to its
+// pod that have not finished. Finished tasks leave the watch, so an agent's memory holds
+// only the tasks it works on, however many it has run.
+func TaskSelector(pod string) fields.Selector {
+	return fields.AndSelectors(
+		fields.OneTermEqualSelector(swarmv1alpha1.TaskFieldAgent, pod),
+		fields.OneTermNotEqualSelector(swarmv1alpha1.TaskFieldPhase, string(swarmv1alpha1.TaskSucceeded)),
+		fields.OneTermNotEqualSelector(swarmv1alpha1.TaskFieldPhase, string(swarmv1alpha1.TaskFailed)),
+		fields.OneTermNotEqualSelector(swarmv1alpha1.TaskFieldPhase, string(swarmv1alpha1.TaskCancelled)),
+	)
+}
 
 // Options configure an agent. The zero value reads everything from the environment.
 type Options struct {
@@ -72,6 +105,10 @@ type Options struct {
 	// cancelled before they are cancelled and their tasks released. Keep it below the pod's
 	// terminationGracePeriodSeconds. Default 20s.
 	ShutdownGrace time.Duration
+	// StopGrace is how long a handler may take to return once its context is cancelled
+	// before the agent reports itself not ready and unhealthy (a liveness probe on
+	// /healthz then restarts it). Default 30s.
+	StopGrace time.Duration
 	// HealthAddr is where /readyz and /healthz are served; default ":8080"; "0" disables.
 	HealthAddr string
 	// Logger receives the agent's logs; default discards them.
@@ -111,6 +148,9 @@ func (o *Options) defaults() error {
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 20 * time.Second
+	}
+	if o.StopGrace <= 0 {
+		o.StopGrace = 30 * time.Second
 	}
 	if o.HealthAddr == "" {
 		o.HealthAddr = ":8080"

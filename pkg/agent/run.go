@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -36,19 +36,20 @@ type stopCause int
 const (
 	causeNone      stopCause = iota
 	causeCancelled           // spec.cancel was set: write Cancelled
-	causeGone                // deleted or no longer bound to this agent: write nothing
+	causeGone                // deleted, or no longer this attempt of this agent: write nothing
 	causeShutdown            // the agent is stopping: release the task
 )
 
 // attempt is one task attempt this agent runs.
 type attempt struct {
-	uid     types.UID
-	number  int32
-	ctx     context.Context
-	cancel  context.CancelFunc
-	mu      sync.Mutex
-	cause   stopCause
-	started bool
+	uid    types.UID
+	name   string
+	number int32
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	cause stopCause
 }
 
 func (a *attempt) stop(c stopCause) {
@@ -66,6 +67,14 @@ func (a *attempt) stopCause() stopCause {
 	return a.cause
 }
 
+// runner is the state of a running agent. Every map is guarded by mu.
+//
+// The watch is at least once and may deliver a version of a task older than one this
+// agent wrote (its own Running write arriving after its final write, a label change made
+// while it ran). Three records keep an attempt from running twice or being dropped:
+// attempts holds the attempt running per task; handled the highest attempt number started
+// per task, so an event showing an attempt already handled is recognised as stale; next a
+// newer attempt bound while the previous one still unwinds, started when it has.
 type runner struct {
 	opts    Options
 	handler Handler
@@ -76,11 +85,42 @@ type runner struct {
 
 	mu       sync.Mutex
 	attempts map[types.UID]*attempt
+	handled  map[types.UID]int32
+	next     map[types.UID]*swarmv1alpha1.Task
 	latest   map[types.UID]*swarmv1alpha1.Task // newest version of each task seen or written
 	stopping bool
 	ready    bool
 	observed bool
-	wg       sync.WaitGroup
+	// work counts the goroutines whose writes Run waits for before it returns; idle is
+	// closed when it drops to zero. A counter under mu rather than a WaitGroup: work starts
+	// while Run already waits (a bind arriving during shutdown is released).
+	work int
+	idle chan struct{}
+	// handlers counts handlers that have not returned, which Run waits for a little.
+	handlers     int
+	handlersIdle chan struct{}
+	// stuck holds attempts whose handler ignored its cancellation for longer than
+	// StopGrace, by when it was cancelled.
+	stuck map[*attempt]time.Time
+	// watchBroken is when the task watch last failed, zero while it works.
+	watchBroken time.Time
+	watchErr    error
+}
+
+func newRunner(opts Options, handler Handler) *runner {
+	r := &runner{
+		opts: opts, handler: handler, writer: opts.Client, log: opts.Logger,
+		slots:    make(chan struct{}, opts.Concurrency),
+		attempts: map[types.UID]*attempt{},
+		handled:  map[types.UID]int32{},
+		next:     map[types.UID]*swarmv1alpha1.Task{},
+		latest:   map[types.UID]*swarmv1alpha1.Task{},
+		stuck:    map[*attempt]time.Time{},
+	}
+	for range opts.Concurrency {
+		r.slots <- struct{}{}
+	}
+	return r
 }
 
 // Run runs an agent until ctx is cancelled, then shuts it down gracefully: it stops taking
@@ -90,28 +130,20 @@ func Run(ctx context.Context, opts Options, handler Handler) error {
 	if err := opts.defaults(); err != nil {
 		return err
 	}
-	cfg := opts.Config
-	r := &runner{
-		opts: opts, handler: handler, writer: opts.Client, log: opts.Logger,
-		slots:    make(chan struct{}, opts.Concurrency),
-		attempts: map[types.UID]*attempt{},
-		latest:   map[types.UID]*swarmv1alpha1.Task{},
-	}
-	for range opts.Concurrency {
-		r.slots <- struct{}{}
-	}
+	r := newRunner(opts, handler)
 
 	// The watch outlives ctx: cancellations and deletions must still reach handlers that
 	// finish during the shutdown grace.
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
-	c, err := cache.New(cfg, cache.Options{
+	c, err := cache.New(opts.Config, cache.Options{
 		Scheme:            scheme,
 		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
 		DefaultTransform:  cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&swarmv1alpha1.Task{}: {Field: fields.OneTermEqualSelector(swarmv1alpha1.TaskFieldAgent, opts.PodName)},
+			&swarmv1alpha1.Task{}: {Field: TaskSelector(opts.PodName)},
 		},
+		DefaultWatchErrorHandler: r.watchFailed,
 	})
 	if err != nil {
 		return fmt.Errorf("agent: creating the task watch: %w", err)
@@ -164,8 +196,9 @@ func (r *runner) hasObserved() bool {
 	return r.observed
 }
 
-// shutdown stops taking tasks, waits up to the grace for running handlers, cancels the
-// rest and waits for their writes.
+// shutdown stops taking tasks, waits up to the grace for running handlers, cancels and
+// releases the rest, waits for those writes, and gives handlers that still run a last
+// moment to return.
 func (r *runner) shutdown() {
 	r.mu.Lock()
 	r.stopping = true
@@ -173,10 +206,8 @@ func (r *runner) shutdown() {
 	r.mu.Unlock()
 	r.log.Info("agent stopping", "grace", r.opts.ShutdownGrace)
 
-	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-r.whenIdle():
 		return
 	case <-time.After(r.opts.ShutdownGrace):
 	}
@@ -185,8 +216,60 @@ func (r *runner) shutdown() {
 		a.stop(causeShutdown)
 	}
 	r.mu.Unlock()
-	<-done
+	<-r.whenIdle()
+	select {
+	case <-r.whenHandlersIdle():
+	case <-time.After(r.opts.StopGrace):
+		r.log.Info("stopping with handlers that ignored their cancellation still running")
+	}
 }
+
+// track starts f as work Run waits for. Must hold mu.
+func (r *runner) track(f func()) {
+	r.work++
+	go func() {
+		defer r.untrack()
+		f()
+	}()
+}
+
+func (r *runner) untrack() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.work--
+	if r.work == 0 && r.idle != nil {
+		close(r.idle)
+		r.idle = nil
+	}
+}
+
+// whenIdle returns a channel closed once no tracked work runs.
+func (r *runner) whenIdle() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.work == 0 {
+		return closed
+	}
+	if r.idle == nil {
+		r.idle = make(chan struct{})
+	}
+	return r.idle
+}
+
+// whenHandlersIdle returns a channel closed once every handler has returned.
+func (r *runner) whenHandlersIdle() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.handlers == 0 {
+		return closed
+	}
+	if r.handlersIdle == nil {
+		r.handlersIdle = make(chan struct{})
+	}
+	return r.handlersIdle
+}
+
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // observe handles a task the watch shows bound to this agent (or no longer).
 func (r *runner) observe(obj any) {
@@ -199,21 +282,46 @@ func (r *runner) observe(obj any) {
 	r.observed = true
 	a := r.attempts[t.UID]
 	mine := t.Status.Agent == r.opts.PodName && t.Status.Phase.Bound()
+	if mine && t.Status.Attempt <= r.handled[t.UID] && (a == nil || t.Status.Attempt < a.number) {
+		// An older version of the task than one already acted on: nothing to do.
+		return
+	}
 	if !mine && a == nil {
+		delete(r.next, t.UID)
 		delete(r.latest, t.UID)
 		return
 	}
 	r.remember(t)
 	switch {
-	case a != nil && (!mine || t.Status.Attempt != a.number):
+	case a != nil && !mine:
+		delete(r.next, t.UID)
 		a.stop(causeGone)
+	case a != nil && t.Status.Attempt > a.number:
+		// Bound again (a new attempt) while the previous attempt unwinds: it starts once
+		// the previous handler has returned, so one task never runs twice at once here.
+		a.stop(causeGone)
+		r.next[t.UID] = t.DeepCopy()
 	case a != nil && t.Spec.Cancel:
 		a.stop(causeCancelled)
-	case a == nil && mine && !r.stopping:
+	case a == nil:
+		r.begin(t)
+	}
+}
+
+// begin acts on a new attempt bound to this agent: runs it, or gives it back when the
+// agent is stopping, or writes Cancelled when it was cancelled before it started (an
+// agent that lists its tasks after a restart finds such tasks). Must hold mu.
+func (r *runner) begin(t *swarmv1alpha1.Task) {
+	r.handled[t.UID] = t.Status.Attempt
+	switch {
+	case t.Spec.Cancel:
+		a := &attempt{uid: t.UID, name: t.Name, number: t.Status.Attempt}
+		r.track(func() { r.writeCancelled(a, "cancelled before it ran on agent "+r.opts.PodName) })
+	case r.stopping:
+		a := &attempt{uid: t.UID, name: t.Name, number: t.Status.Attempt}
+		r.track(func() { r.writeRelease(a, "released by agent "+r.opts.PodName+", which is shutting down") })
+	default:
 		r.start(t)
-	case a == nil && mine && r.stopping:
-		// Bound after this agent stopped being ready: hand it back at once.
-		r.wg.Go(func() { r.release(t.DeepCopy(), "agent "+r.opts.PodName+" is shutting down") })
 	}
 }
 
@@ -230,6 +338,8 @@ func (r *runner) forget(obj any) {
 	if a := r.attempts[t.UID]; a != nil {
 		a.stop(causeGone)
 	}
+	delete(r.next, t.UID)
+	delete(r.handled, t.UID)
 	delete(r.latest, t.UID)
 }
 
@@ -258,48 +368,77 @@ func (r *runner) start(t *swarmv1alpha1.Task) {
 		deadline = t.Status.AssignedAt.Add(lifecycle.Timeout(&t.Spec))
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	a := &attempt{uid: t.UID, number: t.Status.Attempt, ctx: ctx, cancel: cancel}
+	a := &attempt{uid: t.UID, name: t.Name, number: t.Status.Attempt, ctx: ctx, cancel: cancel}
 	r.attempts[t.UID] = a
 	task := newTask(t, r.writer)
-	r.wg.Go(func() {
-		defer cancel()
+	// The attempt is work Run waits for until its outcome is written; a handler that is
+	// still returning after that is waited for apart (see awaitHandler).
+	r.work++
+	go func() {
+		written := false
+		outcomeWritten := func() {
+			if !written {
+				written = true
+				r.untrack()
+			}
+		}
 		defer r.done(a)
-		// Wait for a free slot; the operator binds no more than the concurrency, so this
-		// only waits when the agent's concurrency and the hive's disagree.
+		defer outcomeWritten()
+		defer cancel()
+		// Wait for a free slot. The operator binds no more tasks than the pod's slots, so
+		// this waits only for a handler that is still returning after its task was taken
+		// away or timed out: its slot is not free until it has.
 		select {
 		case <-r.slots:
-			defer func() { r.slots <- struct{}{} }()
 		case <-ctx.Done():
 			r.finish(a, "", ctx.Err())
 			return
 		}
-		r.runAttempt(a, task)
-	})
+		if pending := r.runAttempt(a, task); pending != nil {
+			outcomeWritten()
+			r.awaitHandler(a, pending)
+		}
+	}()
 }
 
+// done ends an attempt once its outcome is written, and starts the next attempt of the
+// same task if one was bound meanwhile.
 func (r *runner) done(a *attempt) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.attempts[a.uid] == a {
 		delete(r.attempts, a.uid)
 	}
+	if n := r.next[a.uid]; n != nil && r.attempts[a.uid] == nil {
+		delete(r.next, a.uid)
+		if cur := r.latest[a.uid]; cur != nil && cur.Status.Agent == r.opts.PodName && cur.Status.Phase.Bound() && cur.Status.Attempt == n.Status.Attempt {
+			r.begin(cur)
+			return
+		}
+	}
 	if t := r.latest[a.uid]; t != nil && (t.Status.Agent != r.opts.PodName || !t.Status.Phase.Bound()) {
 		delete(r.latest, a.uid)
 	}
 }
 
-// runAttempt runs the handler and writes Running (if it outlasts RunningAfter) and the
-// outcome.
-func (r *runner) runAttempt(a *attempt, task *Task) {
-	if r.opts.RunningAfter < 0 {
-		r.markRunning(a)
-	}
-	type outcome struct {
-		result string
-		err    error
-	}
+type outcome struct {
+	result string
+	err    error
+}
+
+// runAttempt runs the handler in its slot and writes Running (if it outlasts
+// RunningAfter) and the outcome. An outcome decided by the attempt's context (timeout,
+// cancellation, shutdown) is written at once, not when the handler gets round to
+// returning: then it returns the channel the handler's return arrives on, and the slot
+// stays taken until it has.
+func (r *runner) runAttempt(a *attempt, task *Task) <-chan outcome {
 	out := make(chan outcome, 1)
+	r.mu.Lock()
+	r.handlers++
+	r.mu.Unlock()
 	go func() {
+		defer r.handlerReturned()
+		defer func() { r.slots <- struct{}{} }()
 		defer func() {
 			if p := recover(); p != nil {
 				out <- outcome{err: fmt.Errorf("handler panicked: %v", p)}
@@ -308,27 +447,76 @@ func (r *runner) runAttempt(a *attempt, task *Task) {
 		res, err := r.handler(a.ctx, task)
 		out <- outcome{res, err}
 	}()
-	var o outcome
-	if r.opts.RunningAfter >= 0 {
-		select {
-		case o = <-out:
-		case <-time.After(r.opts.RunningAfter):
-			r.markRunning(a)
-			o = <-out
-		}
+
+	var running <-chan time.Time
+	if r.opts.RunningAfter < 0 {
+		r.markRunning(a)
 	} else {
-		o = <-out
+		timer := time.NewTimer(r.opts.RunningAfter)
+		defer timer.Stop()
+		running = timer.C
 	}
-	if o.err == nil && a.ctx.Err() != nil {
-		o.err = a.ctx.Err()
+	for {
+		select {
+		case o := <-out:
+			if a.ctx.Err() != nil {
+				o = outcome{err: a.ctx.Err()}
+			}
+			r.finish(a, o.result, o.err)
+			return nil
+		case <-running:
+			running = nil
+			r.markRunning(a)
+		case <-a.ctx.Done():
+			r.finish(a, "", a.ctx.Err())
+			return out
+		}
 	}
-	r.finish(a, o.result, o.err)
+}
+
+// awaitHandler waits for the handler of an attempt whose context ended. One that does not
+// return within StopGrace is reported: the agent stops being ready and healthy, because
+// it holds a slot it cannot give back until its process restarts.
+func (r *runner) awaitHandler(a *attempt, out <-chan outcome) {
+	select {
+	case <-out:
+		return
+	case <-time.After(r.opts.StopGrace):
+	}
+	r.mu.Lock()
+	r.stuck[a] = time.Now()
+	r.mu.Unlock()
+	r.log.Error(errors.New("handler ignores its cancelled context"), "a handler did not return after its task was stopped; the agent reports itself unhealthy until it does",
+		"task", a.name, "attempt", a.number, "stopGrace", r.opts.StopGrace)
+	<-out
+	r.mu.Lock()
+	delete(r.stuck, a)
+	r.mu.Unlock()
+	r.log.Info("a stuck handler returned at last", "task", a.name, "attempt", a.number)
+}
+
+func (r *runner) handlerReturned() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.handlers--
+	if r.handlers == 0 && r.handlersIdle != nil {
+		close(r.handlersIdle)
+		r.handlersIdle = nil
+	}
+}
+
+// stuckHandler returns an attempt whose handler ignored its cancellation for longer than
+// StopGrace.
+func (r *runner) stuckHandler() *attempt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for a := range r.stuck {
+		return a
+	}
+	return nil
 }
 
 func (r *runner) markRunning(a *attempt) {
-	a.mu.Lock()
-	a.started = true
-	a.mu.Unlock()
 	r.write(a, "mark running", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
 		if t.Status.Phase != swarmv1alpha1.TaskAssigned {
 			return nil, false
@@ -340,23 +528,22 @@ func (r *runner) markRunning(a *attempt) {
 
 // finish writes the outcome of an attempt.
 func (r *runner) finish(a *attempt, result string, err error) {
-	cause := a.stopCause()
-	switch {
+	var permanent *permanentError
+	switch cause := a.stopCause(); {
 	case cause == causeGone:
 		return
 	case cause == causeShutdown:
-		r.write(a, "release", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
-			s := lifecycle.Release(t, "released by agent "+r.opts.PodName+", which is shutting down", now)
-			return &s, true
-		})
+		r.writeRelease(a, "released by agent "+r.opts.PodName+", which is shutting down")
 	case cause == causeCancelled:
-		r.write(a, "cancel", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
-			s := lifecycle.Cancel(t, "cancelled while running on agent "+r.opts.PodName, now)
-			return &s, true
-		})
+		r.writeCancelled(a, "cancelled while running on agent "+r.opts.PodName)
 	case errors.Is(err, context.DeadlineExceeded):
 		r.write(a, "time out", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
 			s := lifecycle.FailAttempt(t, swarmv1alpha1.ReasonTimedOut, fmt.Sprintf("the handler ran longer than the timeout of %s", lifecycle.Timeout(&t.Spec)), now)
+			return &s, true
+		})
+	case errors.As(err, &permanent):
+		r.write(a, "fail", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
+			s := lifecycle.FailPermanently(t, swarmv1alpha1.ReasonPermanentFailure, lifecycle.Truncate(permanent.err.Error(), MaxErrorLength), now)
 			return &s, true
 		})
 	case err != nil:
@@ -365,8 +552,9 @@ func (r *runner) finish(a *attempt, result string, err error) {
 			return &s, true
 		})
 	case len(result) > swarmv1alpha1.MaxResultLength:
+		// The same input would give the same result: another attempt cannot help.
 		r.write(a, "fail", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
-			s := lifecycle.FailAttempt(t, swarmv1alpha1.ReasonAgentFailed,
+			s := lifecycle.FailPermanently(t, swarmv1alpha1.ReasonResultTooLarge,
 				fmt.Sprintf("the result of %d bytes exceeds the limit of %d; store large outputs elsewhere and return their address", len(result), swarmv1alpha1.MaxResultLength), now)
 			return &s, true
 		})
@@ -378,11 +566,16 @@ func (r *runner) finish(a *attempt, result string, err error) {
 	}
 }
 
-// release hands a task that never started back to the queue.
-func (r *runner) release(t *swarmv1alpha1.Task, message string) {
-	a := &attempt{uid: t.UID, number: t.Status.Attempt}
+func (r *runner) writeRelease(a *attempt, message string) {
 	r.write(a, "release", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
 		s := lifecycle.Release(t, message, now)
+		return &s, true
+	})
+}
+
+func (r *runner) writeCancelled(a *attempt, message string) {
+	r.write(a, "cancel", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
+		s := lifecycle.Cancel(t, message, now)
 		return &s, true
 	})
 }
@@ -440,19 +633,68 @@ func (r *runner) write(a *attempt, what string, transition func(*swarmv1alpha1.T
 	}
 }
 
-// serveHealth serves /healthz (the process is alive) and /readyz (the agent takes tasks).
+// watchFailed records that the task watch failed. Until a read shows the API server
+// reachable again, the agent is not ready: the operator must not bind tasks it cannot see.
+func (r *runner) watchFailed(ctx context.Context, ref *toolscache.Reflector, err error) {
+	if errors.Is(err, io.EOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+		// A watch that ends normally or whose resourceVersion expired is resumed by a
+		// list at once: nothing is broken.
+		toolscache.DefaultWatchErrorHandler(ctx, ref, err)
+		return
+	}
+	r.mu.Lock()
+	if r.watchBroken.IsZero() {
+		r.watchBroken = time.Now()
+	}
+	r.watchErr = err
+	r.mu.Unlock()
+	toolscache.DefaultWatchErrorHandler(ctx, ref, err)
+}
+
+// readiness says why the agent should not take tasks, or "" when it may.
+func (r *runner) readiness(ctx context.Context) string {
+	if a := r.stuckHandler(); a != nil {
+		return fmt.Sprintf("the handler of task %s (attempt %d) has not returned since its context was cancelled", a.name, a.number)
+	}
+	r.mu.Lock()
+	ready, broken, werr := r.ready, r.watchBroken, r.watchErr
+	r.mu.Unlock()
+	if !ready {
+		return "not ready"
+	}
+	if broken.IsZero() {
+		return ""
+	}
+	// The watch failed: list once (cheaply, one item) to see whether the API server
+	// answers again; the watch itself recovers by relisting.
+	probe := &swarmv1alpha1.TaskList{}
+	if err := r.writer.List(ctx, probe, client.InNamespace(r.opts.Namespace),
+		client.MatchingFieldsSelector{Selector: TaskSelector(r.opts.PodName)}, client.Limit(1)); err != nil {
+		return fmt.Sprintf("the task watch has failed since %s: %v", broken.Format(time.RFC3339), werr)
+	}
+	r.mu.Lock()
+	r.watchBroken, r.watchErr = time.Time{}, nil
+	r.mu.Unlock()
+	return ""
+}
+
+// serveHealth serves /healthz (the process can still work) and /readyz (the agent takes
+// tasks).
 func (r *runner) serveHealth() (func(), error) {
 	if r.opts.HealthAddr == "0" {
 		return func() {}, nil
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		r.mu.Lock()
-		ready := r.ready
-		r.mu.Unlock()
-		if !ready {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if a := r.stuckHandler(); a != nil {
+			http.Error(w, fmt.Sprintf("the handler of task %s (attempt %d) ignores its cancellation", a.name, a.number), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+		if why := r.readiness(req.Context()); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok"))

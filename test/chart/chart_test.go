@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -39,6 +40,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
@@ -69,6 +72,10 @@ type release struct {
 	managerArgs    []string          // manager arguments the Deployment must have
 	monitoring     bool              // ServiceMonitor, PrometheusRule and dashboard rendered
 	thresholds     map[string]string // alert -> how its expression ends (comparison and threshold)
+	// watchNamespaces: the manager's Roles and the admission policy's namespaces; empty for
+	// a ClusterRole and a policy of every namespace.
+	watchNamespaces []string
+	exemptUsers     []string // admissionPolicy.exemptUsers
 }
 
 var (
@@ -119,6 +126,8 @@ var (
 			"HiveOperatorMemoryHigh":      "> 0.8",
 			"HiveOperatorNoLeader":        "< 1",
 		},
+		watchNamespaces: []string{"team-a", "team-b"},
+		exemptUsers:     []string{"system:serviceaccount:team-a:results-exporter"},
 	}
 	releases = map[string]release{"default": defaults, "monitoring": monitoring, "all-options": allOptions}
 )
@@ -317,8 +326,8 @@ func TestRender(t *testing.T) {
 			objs := render(t, r)
 			checkDeployment(t, r, objs)
 			checkLeastPrivilege(t, objs)
-			checkManagerRole(t, objs)
-			checkAdmissionPolicy(t, objs, "system:serviceaccount:"+r.namespace+":"+r.serviceAccount)
+			checkManagerRole(t, r, objs)
+			checkAdmissionPolicy(t, r, objs)
 			checkNamespaces(t, r, objs)
 			checkMonitoring(t, r, objs)
 		})
@@ -458,32 +467,110 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured) {
 	}
 }
 
-// checkManagerRole checks that the manager's ClusterRole grants exactly what controller-gen
-// generated into config/rbac/role.yaml from the controllers' markers: a permission added
-// to a controller must reach the chart.
-func checkManagerRole(t *testing.T, objs []*unstructured.Unstructured) {
+// checkManagerRole checks that the manager's permissions are exactly what controller-gen
+// generated into config/rbac/role.yaml from the controllers' markers (a permission added to
+// a controller must reach the chart), and where they apply: a ClusterRole when the operator
+// watches every namespace, else a Role and RoleBinding in each watched namespace and nothing
+// of the kind cluster-wide.
+func checkManagerRole(t *testing.T, r release, objs []*unstructured.Unstructured) {
 	t.Helper()
-	generated := generatedRole(t)
+	generated := normalize(generatedRole(t).Rules)
+	managed := map[string]bool{}
+	for _, rule := range generated {
+		for _, res := range rule.Resources {
+			managed[res] = true
+		}
+	}
+	// The manager's own roles are named like its Deployment.
+	name := one[appsv1.Deployment](t, objs, "Deployment").Name
+	bindsManager := func(subjects []rbacv1.Subject) bool {
+		return slices.ContainsFunc(subjects, func(s rbacv1.Subject) bool {
+			return s.Kind == rbacv1.ServiceAccountKind && s.Name == r.serviceAccount && s.Namespace == r.namespace
+		})
+	}
+
+	clusterRoles := map[string]*rbacv1.ClusterRole{}
+	for _, o := range find(objs, "ClusterRole") {
+		clusterRoles[o.GetName()] = decode[rbacv1.ClusterRole](t, o)
+	}
 	var managerRole *rbacv1.ClusterRole
-	deployment := one[appsv1.Deployment](t, objs, "Deployment")
 	for _, b := range find(objs, "ClusterRoleBinding") {
 		binding := decode[rbacv1.ClusterRoleBinding](t, b)
-		// The manager's own role is the one named like its Deployment.
-		if binding.RoleRef.Name != deployment.Name {
+		if !bindsManager(binding.Subjects) {
 			continue
 		}
-		for _, r := range find(objs, "ClusterRole") {
-			if r.GetName() == binding.RoleRef.Name {
-				managerRole = decode[rbacv1.ClusterRole](t, r)
+		role := clusterRoles[binding.RoleRef.Name]
+		if role == nil {
+			t.Errorf("the ClusterRoleBinding %s binds the manager to the ClusterRole %s, which is not installed", binding.Name, binding.RoleRef.Name)
+			continue
+		}
+		if binding.RoleRef.Name == name {
+			managerRole = role
+			continue
+		}
+		// Any other cluster-wide role of the manager (the metrics endpoint's) must grant
+		// none of the resources it manages.
+		for _, rule := range role.Rules {
+			for _, res := range rule.Resources {
+				if managed[res] {
+					t.Errorf("the ClusterRole %s grants the manager %s cluster-wide: %+v", role.Name, res, rule)
+				}
 			}
 		}
 	}
-	if managerRole == nil {
-		t.Fatalf("no ClusterRole bound under the Deployment's name %s", deployment.Name)
+
+	roles, bindings := map[string]*rbacv1.Role{}, map[string]*rbacv1.RoleBinding{}
+	for _, o := range find(objs, "Role") {
+		if o.GetName() == name {
+			roles[o.GetNamespace()] = decode[rbacv1.Role](t, o)
+		}
 	}
-	if diff := cmp.Diff(normalize(generated.Rules), normalize(managerRole.Rules)); diff != "" {
-		t.Errorf("the chart's ClusterRole %s differs from config/rbac/role.yaml (-generated +chart); copy the generated rules into the chart:\n%s",
-			managerRole.Name, diff)
+	for _, o := range find(objs, "RoleBinding") {
+		if o.GetName() == name {
+			bindings[o.GetNamespace()] = decode[rbacv1.RoleBinding](t, o)
+		}
+	}
+
+	if len(r.watchNamespaces) == 0 {
+		if managerRole == nil {
+			t.Fatalf("no ClusterRole bound to the manager under the Deployment's name %s", name)
+		}
+		if diff := cmp.Diff(generated, normalize(managerRole.Rules)); diff != "" {
+			t.Errorf("the chart's ClusterRole %s differs from config/rbac/role.yaml (-generated +chart); copy the generated rules into the chart:\n%s",
+				managerRole.Name, diff)
+		}
+		if len(roles)+len(bindings) > 0 {
+			t.Errorf("the operator watches every namespace, yet the manager has Roles in %v and RoleBindings in %v", keys(roles), keys(bindings))
+		}
+		return
+	}
+
+	if managerRole != nil || clusterRoles[name] != nil {
+		t.Errorf("the operator watches only %v, yet the ClusterRole %s grants the manager its permissions cluster-wide", r.watchNamespaces, name)
+	}
+	for _, b := range find(objs, "ClusterRoleBinding") {
+		if b.GetName() == name {
+			t.Errorf("the operator watches only %v, yet the ClusterRoleBinding %s is installed", r.watchNamespaces, name)
+		}
+	}
+	for _, ns := range r.watchNamespaces {
+		role, binding := roles[ns], bindings[ns]
+		if role == nil || binding == nil {
+			t.Errorf("the watched namespace %s lacks the manager's Role or RoleBinding %s (Role %v, RoleBinding %v)", ns, name, role != nil, binding != nil)
+			continue
+		}
+		if diff := cmp.Diff(generated, normalize(role.Rules)); diff != "" {
+			t.Errorf("the manager's Role %s/%s differs from config/rbac/role.yaml (-generated +chart); copy the generated rules into the chart:\n%s",
+				ns, name, diff)
+		}
+		if binding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}) || !bindsManager(binding.Subjects) {
+			t.Errorf("the RoleBinding %s/%s binds %+v to %+v, want the manager's service account %s/%s to the Role %s",
+				ns, name, binding.Subjects, binding.RoleRef, r.namespace, r.serviceAccount, name)
+		}
+	}
+	if len(roles) != len(r.watchNamespaces) || len(bindings) != len(r.watchNamespaces) {
+		t.Errorf("the manager has Roles in %v and RoleBindings in %v, want exactly the watched namespaces %v",
+			keys(roles), keys(bindings), r.watchNamespaces)
 	}
 }
 
@@ -517,22 +604,29 @@ func normalize(rules []rbacv1.PolicyRule) []rbacv1.PolicyRule {
 	return out
 }
 
-// checkAdmissionPolicy checks that the policy exempts exactly the operator's user, and that
-// it is config/admission/policy.yaml's policy in every other respect.
-func checkAdmissionPolicy(t *testing.T, objs []*unstructured.Unstructured, user string) {
+// checkAdmissionPolicy checks that the policy holds only the service accounts of a task's
+// own namespace, exempts the release's operator and exemptUsers, matches only the watched
+// namespaces, and is config/admission/policy.yaml's policy in every other respect.
+func checkAdmissionPolicy(t *testing.T, r release, objs []*unstructured.Unstructured) {
 	t.Helper()
+	user := "system:serviceaccount:" + r.namespace + ":" + r.serviceAccount
 	policy := one[admissionregistrationv1.ValidatingAdmissionPolicy](t, objs, "ValidatingAdmissionPolicy")
 	binding := one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, objs, "ValidatingAdmissionPolicyBinding")
 	if binding.Spec.PolicyName != policy.Name {
 		t.Errorf("the binding names the policy %q, want %q", binding.Spec.PolicyName, policy.Name)
 	}
-	wantExpr := "request.userInfo.username != '" + user + "'"
-	var found bool
+	conditions := map[string]string{}
 	for _, c := range policy.Spec.MatchConditions {
-		found = found || c.Expression == wantExpr
+		conditions[c.Expression] = c.Name
 	}
-	if !found {
-		t.Errorf("no matchCondition exempts the operator: want %q in %+v", wantExpr, policy.Spec.MatchConditions)
+	for _, want := range []string{
+		"'authentication.kubernetes.io/pod-name' in request.userInfo.extra",
+		"request.userInfo.username.startsWith('system:serviceaccount:' + request.namespace + ':')",
+		"request.userInfo.username != '" + user + "'",
+	} {
+		if _, ok := conditions[want]; !ok {
+			t.Errorf("no matchCondition %q in %+v", want, policy.Spec.MatchConditions)
+		}
 	}
 
 	data, err := os.ReadFile(filepath.Join(moduleRoot(t), "config", "admission", "policy.yaml"))
@@ -546,8 +640,25 @@ func checkAdmissionPolicy(t *testing.T, objs []*unstructured.Unstructured, user 
 	sourcePolicy := one[admissionregistrationv1.ValidatingAdmissionPolicy](t, source, "ValidatingAdmissionPolicy")
 	sourceBinding := one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, source, "ValidatingAdmissionPolicyBinding")
 	sourceBinding.Spec.PolicyName = policy.Name
+	// What the values add to config/admission/policy.yaml's policy.
+	if len(r.watchNamespaces) > 0 {
+		sourcePolicy.Spec.MatchConstraints.NamespaceSelector = &metav1.LabelSelector{
+			MatchExpressions: []metav1.LabelSelectorRequirement{{
+				Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: r.watchNamespaces,
+			}},
+		}
+	}
+	if len(r.exemptUsers) > 0 {
+		users, err := json.Marshal(r.exemptUsers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sourcePolicy.Spec.MatchConditions = append(sourcePolicy.Spec.MatchConditions, admissionregistrationv1.MatchCondition{
+			Name: "not-exempt", Expression: "!(request.userInfo.username in " + string(users) + ")",
+		})
+	}
 	if diff := cmp.Diff(sourcePolicy.Spec, policy.Spec); diff != "" {
-		t.Errorf("the chart's admission policy differs from config/admission/policy.yaml (-config +chart):\n%s", diff)
+		t.Errorf("the chart's admission policy differs from config/admission/policy.yaml with the release's namespaces and exempt users (-want +chart):\n%s", diff)
 	}
 	if diff := cmp.Diff(sourceBinding.Spec, binding.Spec); diff != "" {
 		t.Errorf("the chart's policy binding differs from config/admission/policy.yaml (-config +chart):\n%s", diff)
@@ -561,12 +672,16 @@ var clusterScoped = map[string]bool{
 }
 
 // checkNamespaces checks that namespaced objects live in the release namespace (the
-// dashboard may go where Grafana looks for it) and cluster-scoped ones name none.
+// dashboard may go where Grafana looks for it, the manager's Roles in the namespaces it
+// watches) and cluster-scoped ones name none.
 func checkNamespaces(t *testing.T, r release, objs []*unstructured.Unstructured) {
 	t.Helper()
+	manager := one[appsv1.Deployment](t, objs, "Deployment").Name
 	for _, o := range objs {
 		ns := o.GetNamespace()
 		switch {
+		case (o.GetKind() == "Role" || o.GetKind() == "RoleBinding") && o.GetName() == manager && slices.Contains(r.watchNamespaces, ns):
+			// The manager's permissions in a namespace it watches.
 		case clusterScoped[o.GetKind()]:
 			if ns != "" {
 				t.Errorf("the cluster-scoped %s %s names the namespace %q", o.GetKind(), o.GetName(), ns)
@@ -762,6 +877,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"serviceMonitor.interval=often", "/serviceMonitor/interval"},
 		{"dashboard.colour=blue", "colour"},
 		{"topologySpreadConstraints[0].whenUnsatisfiable=Maybe", "/topologySpreadConstraints/0/whenUnsatisfiable"},
+		{"admissionPolicy.exemptUsers[0]=", "/admissionPolicy/exemptUsers/0"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			_, err := helm(t, "template", "hive-operator", chartPath, "--kube-version", kubeVersion, "--set", tc.set)
@@ -804,8 +920,9 @@ func TestKustomize(t *testing.T) {
 		image: "ghcr.io/aihub-dev/hive-operator:0.1.0", managerArgs: defaults.managerArgs,
 	}, objs)
 	checkLeastPrivilege(t, objs)
-	checkManagerRole(t, objs)
-	checkAdmissionPolicy(t, objs, "system:serviceaccount:hive-system:hive-operator")
+	kustomizeRelease := release{namespace: "hive-system", serviceAccount: "hive-operator"}
+	checkManagerRole(t, kustomizeRelease, objs)
+	checkAdmissionPolicy(t, kustomizeRelease, objs)
 
 	for _, kind := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"} {
 		if got, want := len(find(objs, kind)), len(find(chart, kind)); got != want {
@@ -884,6 +1001,10 @@ func TestHelmInstall(t *testing.T) {
 	for _, name := range []string{"default", "all-options"} {
 		r := releases[name]
 		t.Run(name, func(t *testing.T) {
+			// The watched namespaces exist before an install, which puts Roles in them.
+			for _, ns := range r.watchNamespaces {
+				createNamespace(t.Context(), t, env.Client, ns)
+			}
 			args := append([]string{"install", r.name, chartPath, "--namespace", r.namespace, "--create-namespace",
 				"--kubeconfig", kubeconfig, "--dry-run=server"}, r.args...)
 			// helm maps every object to a served kind, and the test API server has not the
@@ -929,5 +1050,183 @@ func createNamespace(ctx context.Context, t *testing.T, c client.Client, name st
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+}
+
+// TestManagerRBACFollowsWatchNamespaces checks where the manager's permissions apply: with
+// watchNamespaces set, a Role and RoleBinding in each watched namespace with the rules of
+// config/rbac/role.yaml and no ClusterRole or ClusterRoleBinding of the manager; without it,
+// the ClusterRole. The leader election's Role stays in the release namespace either way.
+func TestManagerRBACFollowsWatchNamespaces(t *testing.T) {
+	watching := release{
+		name: "hive-operator", namespace: "hive-system", serviceAccount: "hive-operator",
+		args:            []string{"--set", "watchNamespaces={tasks-a,tasks-b}"},
+		watchNamespaces: []string{"tasks-a", "tasks-b"},
+	}
+	for name, r := range map[string]release{"every namespace": defaults, "watched namespaces": watching} {
+		t.Run(name, func(t *testing.T) {
+			objs := render(t, r)
+			checkManagerRole(t, r, objs)
+			checkNamespaces(t, r, objs)
+			var leaderElection []string
+			for _, o := range find(objs, "Role") {
+				if strings.HasSuffix(o.GetName(), "-leader-election") {
+					leaderElection = append(leaderElection, o.GetNamespace())
+				}
+			}
+			if !slices.Equal(leaderElection, []string{r.namespace}) {
+				t.Errorf("the leader election's Role is in %v, want the release namespace %s only", leaderElection, r.namespace)
+			}
+		})
+	}
+}
+
+// update rewrites the testdata files that are renders of the chart.
+var update = flag.Bool("update", false, "rewrite "+twoReleasesPolicies+" from the chart")
+
+// twoReleases are two releases of the chart in one cluster, each in its own namespace and
+// watching its own namespace of tasks, each exempting a reporter of its tasks' namespace.
+var twoReleases = []release{
+	{
+		name: "team-a", namespace: "ops-a", serviceAccount: "hive-operator",
+		args:            []string{"-f", "test/chart/testdata/two-releases/team-a.yaml"},
+		watchNamespaces: []string{"tasks-a"}, exemptUsers: []string{"system:serviceaccount:tasks-a:reporter"},
+	},
+	{
+		name: "team-b", namespace: "ops-b", serviceAccount: "hive-operator",
+		args:            []string{"-f", "test/chart/testdata/two-releases/team-b.yaml"},
+		watchNamespaces: []string{"tasks-b"}, exemptUsers: []string{"system:serviceaccount:tasks-b:reporter"},
+	},
+}
+
+// twoReleasesPolicies holds the admission policies the chart renders for twoReleases.
+const twoReleasesPolicies = "test/chart/testdata/two-releases/policies.yaml"
+
+// TestAdmissionPoliciesOfTwoReleases renders the admission policies of twoReleases, checks
+// each against its values, and checks testdata/two-releases/policies.yaml is exactly that
+// render: controllers/admission_test.go applies the file to an API server and shows the two
+// releases do not refuse each other's operators (TestAdmissionPoliciesOfTwoReleasesDoNotBlockEachOther).
+func TestAdmissionPoliciesOfTwoReleases(t *testing.T) {
+	var out bytes.Buffer
+	out.WriteString("# The admission policies of two releases of the chart: team-a (namespace ops-a, watching\n" +
+		"# tasks-a) and team-b (ops-b, watching tasks-b), with the values in this folder; labels\n" +
+		"# left out. Generated: go test ./test/chart -run TestAdmissionPoliciesOfTwoReleases -update\n")
+	for _, r := range twoReleases {
+		objs := render(t, r)
+		checkAdmissionPolicy(t, r, objs)
+		checkManagerRole(t, r, objs)
+		for _, o := range objs {
+			if o.GetKind() != "ValidatingAdmissionPolicy" && o.GetKind() != "ValidatingAdmissionPolicyBinding" {
+				continue
+			}
+			o.SetLabels(nil)
+			data, err := yaml.Marshal(o.Object)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.WriteString("---\n")
+			out.Write(data)
+		}
+	}
+	path := filepath.Join(moduleRoot(t), twoReleasesPolicies)
+	if *update {
+		if err := os.WriteFile(path, out.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), out.String()); diff != "" {
+		t.Errorf("%s is not the chart's render (-file +render); run go test ./test/chart -run TestAdmissionPoliciesOfTwoReleases -update:\n%s",
+			twoReleasesPolicies, diff)
+	}
+}
+
+// TestIsolatedExample checks examples/isolated/hive.yaml, the hive docs/security.md offers
+// for work that must not act as its agent: the API server accepts the hive and the agent pod
+// the operator makes of it, and in the admitted pod only the agent container mounts a
+// service-account token, the worker none.
+func TestIsolatedExample(t *testing.T) {
+	testenv.Require(t, env)
+	ctx := testenv.Context(t, 2*time.Minute)
+	data, err := os.ReadFile(filepath.Join(moduleRoot(t), "examples", "isolated", "hive.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := parse(string(data))
+	if err != nil {
+		t.Fatalf("examples/isolated/hive.yaml: %v", err)
+	}
+	if len(objs) != 1 || objs[0].GetKind() != "Hive" {
+		t.Fatalf("want one Hive in examples/isolated/hive.yaml, got %d objects", len(objs))
+	}
+	const ns = "isolated-example"
+	createNamespace(ctx, t, env.Client, ns)
+	u := objs[0].DeepCopy()
+	u.SetNamespace(ns)
+	if err := env.Client.Create(ctx, u, client.DryRunAll); err != nil {
+		t.Fatalf("the API server refuses the hive: %v", err)
+	}
+	hive := decode[swarmv1alpha1.Hive](t, u)
+
+	// The agents' service account, which the operator would make: pods name it.
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: agentpod.ServiceAccountName(hive), Namespace: ns}}
+	if err := env.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	pod := agentpod.Build(hive, "example")
+	if err := env.Client.Create(ctx, pod, client.DryRunAll); err != nil {
+		t.Fatalf("the API server refuses the agent pod: %v", err)
+	}
+
+	// pod is now as admitted, with whatever admission added to it.
+	spec := pod.Spec
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("automountServiceAccountToken is not false: automounting puts the token into every container, the worker's too")
+	}
+	if spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace {
+		t.Error("shareProcessNamespace is on: the worker could read the agent's token through /proc")
+	}
+	tokenVolumes := map[string]bool{}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			tokenVolumes[v.Name] = true // a secret may hold a token
+		}
+		if v.Projected != nil && slices.ContainsFunc(v.Projected.Sources, func(s corev1.VolumeProjection) bool {
+			return s.ServiceAccountToken != nil || s.Secret != nil
+		}) {
+			tokenVolumes[v.Name] = true
+		}
+	}
+	var agent *corev1.Container
+	workers := 0
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		var tokenMounts []string
+		for _, m := range c.VolumeMounts {
+			if tokenVolumes[m.Name] {
+				tokenMounts = append(tokenMounts, m.MountPath)
+			}
+		}
+		if c.Name == "agent" {
+			agent = &c
+			if !slices.Equal(tokenMounts, []string{"/var/run/secrets/kubernetes.io/serviceaccount"}) {
+				t.Errorf("the agent container mounts a token at %v, want /var/run/secrets/kubernetes.io/serviceaccount, where clients read it", tokenMounts)
+			}
+			continue
+		}
+		workers++
+		if len(tokenMounts) > 0 {
+			t.Errorf("container %s mounts a token at %v: only the agent container may", c.Name, tokenMounts)
+		}
+	}
+	if agent == nil || workers == 0 {
+		t.Fatalf("want an agent container and a worker container, got %d containers", len(spec.Containers))
+	}
+	if !slices.Contains(agent.Args, "--mode=http") || !slices.ContainsFunc(agent.Args, func(a string) bool {
+		return strings.HasPrefix(a, "--url=http://127.0.0.1:") || strings.HasPrefix(a, "--url=http://localhost:")
+	}) {
+		t.Errorf("the agent runs %q, want --mode=http with a --url on localhost, the worker container", agent.Args)
 	}
 }

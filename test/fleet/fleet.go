@@ -1,13 +1,15 @@
-// Package fleet runs real agents (pkg/agent) in a test process, one per ready pod of a hive,
-// as the containers of those pods would. A pod that goes away takes its agent with it, as a
-// crash would: the agent's connection to the API server is cut, so it writes nothing more.
+// Package fleet runs real agents (pkg/agent) in the test process as the containers of agent
+// pods: it is the kubelet's Runtime (test/kubelet). A Ready pod gets an agent; a pod
+// deleted gracefully stops its agent as SIGTERM does (the agent finishes or gives back its
+// tasks within its shutdown grace); a pod that goes away at once, or a Kill, takes its agent
+// with it as a crash would: its connection to the API server is cut first, so it writes
+// nothing more.
 package fleet
 
 import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,31 +17,26 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
 )
 
-// Fleet starts and stops agents as the pods of a hive come and go.
+// Fleet runs one agent per started pod.
 type Fleet struct {
 	// Config reaches the API server.
 	Config *rest.Config
-	// Client lists pods.
-	Client client.Client
-	// Namespace and Hive select the pods.
-	Namespace, Hive string
 	// Handler returns the handler of the agent of a pod.
 	Handler func(pod string) agent.Handler
-	// Options adjusts each agent's options (RunningAfter, ShutdownGrace...).
-	Options func(*agent.Options)
+	// Options adjusts each agent's options (RunningAfter, ShutdownGrace, Client...).
+	Options func(pod *corev1.Pod, o *agent.Options)
 	// Logger receives the agents' logs.
 	Logger logr.Logger
 
-	mu      sync.Mutex
-	agents  map[string]*member
-	stopped map[string]bool
+	mu     sync.Mutex
+	agents map[string]*member
+	ran    atomic.Int64
 }
 
 type member struct {
@@ -48,60 +45,24 @@ type member struct {
 	done   chan struct{}
 }
 
-// Start watches the hive's pods until ctx is done, and stops every agent then.
-func (f *Fleet) Start(ctx context.Context) {
-	f.mu.Lock()
-	f.agents = map[string]*member{}
-	f.stopped = map[string]bool{}
-	f.mu.Unlock()
-	go func() {
-		ticker := time.NewTicker(20 * time.Millisecond)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				f.mu.Lock()
-				for name := range f.agents {
-					f.killLocked(name)
-				}
-				f.mu.Unlock()
-				return
-			case <-ticker.C:
-				f.sync(ctx)
-			}
-		}
-	}()
-}
-
-func (f *Fleet) sync(ctx context.Context) {
-	pods := &corev1.PodList{}
-	if err := f.Client.List(ctx, pods, client.InNamespace(f.Namespace), client.MatchingLabels{swarmv1alpha1.LabelHive: f.Hive}); err != nil {
-		return
-	}
-	alive := map[string]bool{}
+// Start runs an agent for a pod, with the pod's name, namespace and slots, and the
+// default shutdown grace of 5s (below the grace period of the pods tests make).
+func (f *Fleet) Start(pod *corev1.Pod) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if p.DeletionTimestamp != nil || agentpod.IsFinished(p) {
-			continue
-		}
-		alive[p.Name] = true
-		if _, running := f.agents[p.Name]; !running && !f.stopped[p.Name] && agentpod.IsReady(p) {
-			f.startLocked(p)
-		}
+	if f.agents == nil {
+		f.agents = map[string]*member{}
 	}
-	for name := range f.agents {
-		if !alive[name] {
-			f.killLocked(name)
-		}
+	if _, ok := f.agents[pod.Name]; ok {
+		return
 	}
-}
-
-func (f *Fleet) startLocked(p *corev1.Pod) {
 	cut := &atomic.Bool{}
 	cfg := rest.CopyConfig(f.Config)
+	wrap := cfg.WrapTransport
 	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		if wrap != nil {
+			rt = wrap(rt)
+		}
 		return roundTripper(func(req *http.Request) (*http.Response, error) {
 			if cut.Load() {
 				return nil, errors.New("agent process is gone")
@@ -111,69 +72,59 @@ func (f *Fleet) startLocked(p *corev1.Pod) {
 	}
 	opts := agent.Options{
 		Config:        cfg,
-		PodName:       p.Name,
-		Namespace:     p.Namespace,
-		Hive:          f.Hive,
-		Concurrency:   concurrency(p),
+		PodName:       pod.Name,
+		Namespace:     pod.Namespace,
+		Hive:          pod.Labels[swarmv1alpha1.LabelHive],
+		Concurrency:   agentpod.Slots(pod),
 		HealthAddr:    "0",
 		ShutdownGrace: 5 * time.Second,
 		Logger:        f.Logger,
 	}
 	if f.Options != nil {
-		f.Options(&opts)
+		f.Options(pod, &opts)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &member{cancel: cancel, cut: cut, done: make(chan struct{})}
-	f.agents[p.Name] = m
+	f.agents[pod.Name] = m
+	f.ran.Add(1)
+	handler := f.Handler(pod.Name)
 	go func() {
 		defer close(m.done)
-		_ = agent.Run(ctx, opts, f.Handler(p.Name))
+		if err := agent.Run(ctx, opts, handler); err != nil && !cut.Load() {
+			f.Logger.Error(err, "agent stopped with an error", "pod", pod.Name)
+		}
 	}()
 }
 
-// concurrency reads the slots the operator gave the pod.
-func concurrency(p *corev1.Pod) int {
-	for _, c := range p.Spec.Containers {
-		for _, e := range c.Env {
-			if n, err := strconv.Atoi(e.Value); err == nil && e.Name == swarmv1alpha1.EnvAgentConcurrency {
-				return n
-			}
-		}
-	}
-	return 1
-}
-
-// killLocked stops an agent as a crash would: its connection is cut first, so it writes
-// nothing, then its process ends.
-func (f *Fleet) killLocked(name string) {
-	m, ok := f.agents[name]
-	if !ok {
-		return
-	}
-	m.cut.Store(true)
-	m.cancel()
-	delete(f.agents, name)
-}
-
-// Kill crashes the agent of a pod (the pod stays).
-func (f *Fleet) Kill(pod string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.killLocked(pod)
-}
-
-// Stop shuts the agent of a pod down gracefully, as on SIGTERM, and waits for it.
-func (f *Fleet) Stop(pod string) {
+// Stop shuts the agent of a pod down as SIGTERM does and waits for it, or kills it once
+// grace has passed.
+func (f *Fleet) Stop(pod string, grace time.Duration) {
 	f.mu.Lock()
 	m, ok := f.agents[pod]
-	f.stopped[pod] = true
 	delete(f.agents, pod)
 	f.mu.Unlock()
 	if !ok {
 		return
 	}
 	m.cancel()
-	<-m.done
+	select {
+	case <-m.done:
+	case <-time.After(grace):
+		m.cut.Store(true)
+	}
+}
+
+// Kill stops the agent of a pod as a crash would: its connection is cut first, so it
+// writes nothing, then its process ends.
+func (f *Fleet) Kill(pod string) {
+	f.mu.Lock()
+	m, ok := f.agents[pod]
+	delete(f.agents, pod)
+	f.mu.Unlock()
+	if ok {
+		m.cut.Store(true)
+		m.cancel()
+	}
 }
 
 // Running returns the pods whose agents run.
@@ -186,6 +137,9 @@ func (f *Fleet) Running() []string {
 	}
 	return out
 }
+
+// Started returns how many agents the fleet has started in all.
+func (f *Fleet) Started() int { return int(f.ran.Load()) }
 
 type roundTripper func(*http.Request) (*http.Response, error)
 
