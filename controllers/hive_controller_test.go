@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
-	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
+	"github.com/aihub-dev/hive-operator/test/builder"
 )
 
 // waitForAgents waits until the hive has exactly n live pods, all ready and of the hive's

@@ -24,8 +24,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
-	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
+	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/test/kubelet"
 	"github.com/aihub-dev/hive-operator/test/testenv"
 )

@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
-	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
+	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/test/fleet"
 	"github.com/aihub-dev/hive-operator/test/kubelet"
 )
@@ -40,9 +40,9 @@ type behaviour func(ctx context.Context, agentName string, t *agent.Task) (strin
 
 // world is a namespace with a hive, a kubelet, the operator and a fleet of real agents.
 type world struct {
-	t     *testing.T
-	ns    string
-	hive  string
+	t       *testing.T
+	ns      string
+	hive    string
 	op      *operator
 	fleet   *fleet.Fleet
 	kubelet *kubelet.Kubelet

@@ -134,10 +134,10 @@ func offersAll(offers, required []string) bool {
 
 type agentHeap []Agent
 
-func (h agentHeap) Len() int { return len(h) }
+func (h agentHeap) Len() int           { return len(h) }
 func (h agentHeap) Less(i, j int) bool { return before(h[i], h[j]) }
-func (h agentHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *agentHeap) Push(x any)   { *h = append(*h, x.(Agent)) }
+func (h agentHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *agentHeap) Push(x any)        { *h = append(*h, x.(Agent)) }
 func (h *agentHeap) Pop() any {
 	old := *h
 	a := old[len(old)-1]
