@@ -112,7 +112,10 @@ func Decide(in Input) Decision {
 
 	// Keep the samples the longest window needs, and this one. Without history (the first
 	// decision, or after a restart) the current count stands for the recent past, so a
-	// restart does not skip the windows.
+	// restart does not skip the windows. A run of equal recommendations keeps only its
+	// latest sample: the windows ask whether a value was recommended since a time, which the
+	// latest sample of its run answers, so the history holds one sample per change within
+	// the window, however long the window and however often the hive is reconciled.
 	keep := max(in.UpWindow, in.DownWindow)
 	history := in.History
 	if len(history) == 0 {
@@ -123,7 +126,11 @@ func Decide(in Input) Decision {
 			d.History = append(d.History, s)
 		}
 	}
-	d.History = append(d.History, Sample{At: in.Now, Replicas: rec})
+	if n := len(d.History); n > 0 && d.History[n-1].Replicas == rec {
+		d.History[n-1].At = in.Now
+	} else {
+		d.History = append(d.History, Sample{At: in.Now, Replicas: rec})
+	}
 
 	target := in.Current
 	switch {

@@ -171,3 +171,26 @@ func TestDecideExplainsAndSchedulesItself(t *testing.T) {
 		t.Errorf("history of %d samples", len(d.History))
 	}
 }
+
+func TestHistoryHoldsOneSamplePerChange(t *testing.T) {
+	in := base()
+	in.DownWindow = time.Hour
+	in.Now, in.Current, in.Running, in.Busy = t0, 4, 8, 4
+	// A steady load, reconciled every half second for an hour: the window is an hour long,
+	// the history is not.
+	for i := range 7200 {
+		in.Now = t0.Add(time.Duration(i) * 500 * time.Millisecond)
+		if i == 3600 {
+			in.Running, in.Busy = 6, 3 // one change: 3 agents are enough
+		}
+		d := Decide(in)
+		in.History, in.LastActive, in.Current = d.History, d.LastActive, d.Replicas
+	}
+	if n := len(in.History); n > 3 {
+		t.Errorf("history of %d samples after one change in an hour", n)
+	}
+	// The window still holds the higher recommendation of the first half hour back.
+	if in.Current != 4 {
+		t.Errorf("replicas %d within the down window of a recommendation of 4", in.Current)
+	}
+}
