@@ -55,11 +55,11 @@ vet: ## Run go vet.
 
 .PHONY: lint
 lint: ## Run golangci-lint with the committed configuration.
-	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags e2e,chaos ./...
 
 .PHONY: lint-fix
 lint-fix: ## Run golangci-lint and apply its fixes.
-	$(GOLANGCI_LINT) run --fix ./...
+	$(GOLANGCI_LINT) run --build-tags e2e,chaos --fix ./...
 
 .PHONY: verify
 verify: manifests generate ## Regenerate everything and fail if the committed files differ.
@@ -125,7 +125,14 @@ demo-down: ## Stop the demo and delete its cluster.
 .PHONY: test-e2e
 test-e2e: ## Run the end-to-end suite on a local simulated cluster: Helm install, tasks, scale, rollout, delete, uninstall.
 	export E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
-	go test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+	go test -tags e2e -count=1 -timeout 30m -v ./test/e2e/ ./test/kwok/
+
+CHAOS_FLAGS ?=
+
+.PHONY: test-chaos
+test-chaos: ## Run the chaos suite on a local simulated cluster: leader kills, API faults and restarts, agent and node loss, a rollout, QPS 1 (about 7 minutes). CHAOS_FLAGS="-long=30m" keeps the faults going longer.
+	export E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
+	go test -tags chaos -count=1 -timeout 60m -v ./test/chaos/ $(if $(CHAOS_FLAGS),-args $(CHAOS_FLAGS))
 
 ##@ Benchmark
 

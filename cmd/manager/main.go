@@ -90,7 +90,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.controllers.BindConcurrency, "bind-concurrency", 16, "Binds in flight at once for one hive.")
 	fs.IntVar(&o.controllers.TaskConcurrency, "task-concurrency", 8, "Tasks whose lifecycle is reconciled at once.")
 	fs.DurationVar(&o.controllers.AgentLostGrace, "agent-lost-grace", 15*time.Second,
-		"How long an agent may stay not ready before its tasks are requeued.")
+		"How long an agent may stay not ready before its tasks are requeued (an agent whose pod is being deleted has its pod's grace period instead).")
+	fs.DurationVar(&o.controllers.MissingDependencyTimeout, "missing-dependency-timeout", 5*time.Minute,
+		"How long a task waits for a task named in its dependsOn that does not exist before it fails.")
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("parsing flags: %w", err)

@@ -27,6 +27,9 @@ import (
 type Fleet struct {
 	// Config reaches the API server.
 	Config *rest.Config
+	// ConfigFor, when set, returns the configuration of the agent of a pod instead (its own
+	// identity, through a proxy...).
+	ConfigFor func(pod *corev1.Pod) *rest.Config
 	// Handler returns the handler of the agent of a pod.
 	Handler func(pod string) agent.Handler
 	// Options adjusts each agent's options (RunningAfter, ShutdownGrace, Client...).
@@ -57,7 +60,11 @@ func (f *Fleet) Start(pod *corev1.Pod) {
 		return
 	}
 	cut := &atomic.Bool{}
-	cfg := rest.CopyConfig(f.Config)
+	base := f.Config
+	if f.ConfigFor != nil {
+		base = f.ConfigFor(pod)
+	}
+	cfg := rest.CopyConfig(base)
 	wrap := cfg.WrapTransport
 	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
 		if wrap != nil {
