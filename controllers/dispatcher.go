@@ -109,10 +109,7 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	d.resolveDoubts(ctx, hive, hiveKey)
 
 	now := d.Now()
-	queue, byUID, wait, err := d.queue(ctx, hive, tasks.Items, now)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
+	queue, byUID, wait := d.queue(hive, tasks.Items, now)
 	if len(queue) == 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
@@ -161,7 +158,7 @@ func (d *Dispatcher) resolveDoubts(ctx context.Context, hive *swarmv1alpha1.Hive
 
 // queue returns the hive's tasks that may be bound now, in queue order, and how long until
 // the next one's backoff ends.
-func (d *Dispatcher) queue(ctx context.Context, hive *swarmv1alpha1.Hive, tasks []swarmv1alpha1.Task, now time.Time) ([]dispatch.Item, map[types.UID]*swarmv1alpha1.Task, time.Duration, error) {
+func (d *Dispatcher) queue(hive *swarmv1alpha1.Hive, tasks []swarmv1alpha1.Task, now time.Time) ([]dispatch.Item, map[types.UID]*swarmv1alpha1.Task, time.Duration) {
 	var (
 		queue []dispatch.Item
 		byUID = map[types.UID]*swarmv1alpha1.Task{}
@@ -182,7 +179,7 @@ func (d *Dispatcher) queue(ctx context.Context, hive *swarmv1alpha1.Hive, tasks 
 		byUID[t.UID] = t
 	}
 	dispatch.Order(queue)
-	return queue, byUID, wait, nil
+	return queue, byUID, wait
 }
 
 // backoffObserved returns when the dispatcher first saw a task waiting for its backoff
@@ -373,7 +370,7 @@ func (d *Dispatcher) confirmBind(ctx context.Context, before, bound *swarmv1alph
 	fresh := &swarmv1alpha1.Task{}
 	if err := d.APIReader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
 		if apierrors.IsNotFound(err) {
-			return err
+			return fmt.Errorf("the task went away: %w", err)
 		}
 		// Unknown: keep the slot taken; the cache shows the truth soon and the ledger then
 		// settles. Not releasing it errs on the side of an idle slot, never an over-bind.

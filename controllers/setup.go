@@ -71,14 +71,12 @@ func CacheOptions() cache.Options {
 func stripForCache(obj any) (any, error) {
 	obj, err := cache.TransformStripManagedFields()(obj)
 	if err != nil {
-		return obj, err //nolint:wrapcheck // the transform's own error
+		return obj, err
 	}
 	if t, ok := obj.(*swarmv1alpha1.Task); ok {
 		t.Spec.Input = ""
 		t.Status.Result = ""
-		if _, ok := t.Annotations[lastApplied]; ok {
-			delete(t.Annotations, lastApplied)
-		}
+		delete(t.Annotations, lastApplied)
 	}
 	return obj, nil
 }

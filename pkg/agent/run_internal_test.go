@@ -312,7 +312,7 @@ func TestShutdownReleasesWithoutWaitingForAStuckHandler(t *testing.T) {
 func TestABrokenWatchMakesTheAgentNotReady(t *testing.T) {
 	var unreachable atomic.Bool
 	h := newHarnessWith(t, interceptor.Funcs{
-		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
 			if unreachable.Load() {
 				return errors.New("connection refused")
 			}
