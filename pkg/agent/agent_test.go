@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,11 +17,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
+	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
@@ -38,10 +43,7 @@ func namespace(t *testing.T) string {
 // bind creates a task already bound to a pod, as the dispatcher would leave it.
 func bind(t *testing.T, ns, name, pod string, mutate ...func(*swarmv1alpha1.Task)) *swarmv1alpha1.Task {
 	t.Helper()
-	task := &swarmv1alpha1.Task{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       swarmv1alpha1.TaskSpec{Hive: "h", Input: "in:" + name},
-	}
+	task := builder.Task(ns, name).Hive("h").Input("in:" + name).Obj()
 	for _, m := range mutate {
 		m(task)
 	}
@@ -49,8 +51,7 @@ func bind(t *testing.T, ns, name, pod string, mutate ...func(*swarmv1alpha1.Task
 		t.Fatal(err)
 	}
 	base := task.DeepCopy()
-	now := metav1.NowMicro()
-	task.Status = swarmv1alpha1.TaskStatus{Phase: swarmv1alpha1.TaskAssigned, Agent: pod, Attempt: 1, AssignedAt: &now}
+	task.Status = builder.Task(ns, name).Bound(pod, 1, time.Now()).Obj().Status
 	if err := env.Client.Status().Patch(context.Background(), task, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
@@ -348,5 +349,133 @@ func TestUnreachableAPIServer(t *testing.T) {
 	err := agent.Run(ctx, agent.Options{Config: &cfg, PodName: "p", Namespace: "n", HealthAddr: "0"}, nil)
 	if err == nil || apierrors.IsNotFound(err) {
 		t.Fatalf("Run against no API server = %v; want an error saying the watch did not sync", err)
+	}
+}
+
+// lateWatch delays what every watch of a configuration reads by d: events reach the agent
+// late, as from a busy API server, after the agent's own later writes have landed.
+func lateWatch(cfg *rest.Config, d time.Duration) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err == nil && req.URL.Query().Get("watch") == "true" {
+				resp.Body = &slowBody{ReadCloser: resp.Body, delay: d}
+			}
+			return resp, err
+		})
+	}
+	return cfg
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type slowBody struct {
+	io.ReadCloser
+	delay time.Duration
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	time.Sleep(b.delay)
+	return b.ReadCloser.Read(p)
+}
+
+func TestALateWatchEventDoesNotRunAFinishedAttemptAgain(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	runAgent(t, ns, "pod-late", func(_ context.Context, task *agent.Task) (string, error) {
+		mu.Lock()
+		calls[fmt.Sprintf("%s/%d", task.Name, task.Attempt)]++
+		mu.Unlock()
+		return "ok", nil
+	}, func(o *agent.Options) {
+		o.Config = lateWatch(env.Config, 300*time.Millisecond)
+		o.Client = nil
+		o.RunningAfter = -1 // a Running write for every task, whose event comes late
+		o.Concurrency = 4
+	})
+	for i := range 8 {
+		bind(t, ns, fmt.Sprintf("late-%d", i), "pod-late")
+	}
+	for i := range 8 {
+		waitPhase(t, ns, fmt.Sprintf("late-%d", i), swarmv1alpha1.TaskSucceeded)
+	}
+	time.Sleep(2 * time.Second) // the late events arrive
+	mu.Lock()
+	defer mu.Unlock()
+	for key, n := range calls {
+		if n != 1 {
+			t.Errorf("the handler ran %d times for attempt %s", n, key)
+		}
+	}
+	if len(calls) != 8 {
+		t.Errorf("%d attempts ran, want 8", len(calls))
+	}
+}
+
+func TestARebindWhileTheOldAttemptStopsRunsTheNewAttempt(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	runAgent(t, ns, "pod-slow-exit", func(ctx context.Context, task *agent.Task) (string, error) {
+		if task.Attempt == 1 {
+			<-ctx.Done()
+			time.Sleep(700 * time.Millisecond) // slow to stop, like a command given time to exit
+			return "", ctx.Err()
+		}
+		return fmt.Sprintf("attempt %d", task.Attempt), nil
+	}, func(o *agent.Options) { o.Concurrency = 1 })
+	bind(t, ns, "slow-exit", "pod-slow-exit", func(task *swarmv1alpha1.Task) {
+		task.Spec.Timeout = &metav1.Duration{Duration: time.Second}
+		task.Spec.MaxRetries = ptr.To[int32](1)
+	})
+	// Past the deadline, while attempt 1's handler still returns, the operator binds
+	// attempt 2 to the same agent; it starts once attempt 1's handler has returned, well
+	// within its own timeout.
+	time.Sleep(1200 * time.Millisecond)
+	task := get(t, ns, "slow-exit")
+	base := task.DeepCopy()
+	now := metav1.NowMicro()
+	task.Status.Phase, task.Status.Agent, task.Status.Attempt, task.Status.AssignedAt, task.Status.NotBefore =
+		swarmv1alpha1.TaskAssigned, "pod-slow-exit", task.Status.Attempt+1, &now, nil
+	if err := env.Client.Status().Patch(context.Background(), task, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	done := waitPhase(t, ns, "slow-exit", swarmv1alpha1.TaskSucceeded)
+	if done.Status.Result != "attempt 2" || done.Status.Attempt != 2 {
+		t.Errorf("status %+v", done.Status)
+	}
+}
+
+func TestAnAgentWatchesOnlyItsUnfinishedTasks(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	for phase, name := range map[swarmv1alpha1.TaskPhase]string{
+		swarmv1alpha1.TaskAssigned: "assigned", swarmv1alpha1.TaskRunning: "running",
+		swarmv1alpha1.TaskSucceeded: "succeeded", swarmv1alpha1.TaskFailed: "failed", swarmv1alpha1.TaskCancelled: "cancelled",
+	} {
+		task := bind(t, ns, name, "pod-sel")
+		base := task.DeepCopy()
+		task.Status.Phase = phase
+		if err := env.Client.Status().Patch(context.Background(), task, client.MergeFrom(base)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bind(t, ns, "someone-else", "pod-other")
+	list := &swarmv1alpha1.TaskList{}
+	if err := env.Client.List(context.Background(), list, client.InNamespace(ns),
+		client.MatchingFieldsSelector{Selector: agent.TaskSelector("pod-sel")}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, task := range list.Items {
+		names = append(names, task.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"assigned", "running"}) {
+		t.Errorf("the agent's watch selects %v", names)
 	}
 }
