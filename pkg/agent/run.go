@@ -627,6 +627,11 @@ func (r *runner) write(a *attempt, what string, transition func(*swarmv1alpha1.T
 			if apierrors.IsNotFound(gerr) {
 				return
 			}
+			// The read failed too (the API server is throttling or away): wait before the
+			// next try, which would only conflict again at once.
+			r.log.V(1).Info("reading a task to write it again failed; retrying", "task", cur.Name, "write", what, "error", gerr.Error())
+			time.Sleep(backoff)
+			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
 		cur = fresh
