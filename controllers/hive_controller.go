@@ -398,8 +398,8 @@ func (r *HiveReconciler) forget(key types.NamespacedName) {
 
 func (r *HiveReconciler) now() time.Time { return r.Now() }
 
-// SetupWithManager registers the controller and its watches with the manager.
-func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
+// init sets the defaults of the options left unset and the reconciler's memory.
+func (r *HiveReconciler) init() {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
@@ -409,15 +409,20 @@ func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = time.Second
 	}
+	if r.MaxConcurrentReconciles == 0 {
+		r.MaxConcurrentReconciles = 2
+	}
 	r.expectations = expectations.New(time.Minute, r.now)
 	r.lastStatusWrite = map[types.NamespacedName]time.Time{}
 	r.createFailures = map[types.NamespacedName]createFailure{}
 	r.released = map[types.NamespacedName][]*corev1.Pod{}
 	r.foreign = map[types.NamespacedName]map[string]bool{}
 	r.scale = map[types.NamespacedName]scaleState{}
-	if r.MaxConcurrentReconciles == 0 {
-		r.MaxConcurrentReconciles = 2
-	}
+}
+
+// SetupWithManager registers the controller and its watches with the manager.
+func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.init()
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("hive").
 		For(&swarmv1alpha1.Hive{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -30,7 +29,6 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
-	"github.com/aihub-dev/hive-operator/internal/expectations"
 	"github.com/aihub-dev/hive-operator/internal/pool"
 	"github.com/aihub-dev/hive-operator/test/builder"
 )
@@ -108,12 +106,7 @@ func newUnitHiveReconciler(c client.Client, now *time.Time) (*HiveReconciler, *e
 		clock = func() time.Time { return *now }
 	}
 	r := &HiveReconciler{Client: c, APIReader: c, Recorder: rec, Now: clock, DrainSettle: time.Second, StatusInterval: time.Second}
-	r.expectations = expectations.New(time.Minute, r.now)
-	r.lastStatusWrite = map[types.NamespacedName]time.Time{}
-	r.createFailures = map[types.NamespacedName]createFailure{}
-	r.released = map[types.NamespacedName][]*corev1.Pod{}
-	r.foreign = map[types.NamespacedName]map[string]bool{}
-	r.scale = map[types.NamespacedName]scaleState{}
+	r.init()
 	return r, rec
 }
 

@@ -287,6 +287,18 @@ func setTaskPhase(t *testing.T, task *swarmv1alpha1.Task, phase swarmv1alpha1.Ta
 	}
 }
 
+// waitTaskGone waits until a task no longer exists.
+func waitTaskGone(t *testing.T, ns, name string, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &swarmv1alpha1.Task{})
+		if err == nil {
+			return fmt.Errorf("task %s is still there", name)
+		}
+		return client.IgnoreNotFound(err)
+	})
+}
+
 // events returns the reasons of the events about an object.
 func eventReasons(t *testing.T, ns, name string) []string {
 	t.Helper()

@@ -517,13 +517,7 @@ func TestFinishedTasksExpire(t *testing.T) {
 	w := newWorld(t, hiveOf(ns, "ttl", 1, 1), succeed)
 	w.submit("ephemeral", func(t *swarmv1alpha1.Task) { t.Spec.TTLSecondsAfterFinished = ptr.To[int32](1) })
 	w.waitPhase("ephemeral", swarmv1alpha1.TaskSucceeded, 20*time.Second)
-	eventually(t, 10*time.Second, func() error {
-		err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "ephemeral"}, &swarmv1alpha1.Task{})
-		if err == nil {
-			return errors.New("task still there")
-		}
-		return client.IgnoreNotFound(err)
-	})
+	waitTaskGone(t, ns, "ephemeral", 10*time.Second)
 }
 
 func TestTaskWaitsForItsHiveAndReportsWhatIsMissing(t *testing.T) {

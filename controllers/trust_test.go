@@ -103,13 +103,7 @@ func TestAFinishedDependencyOutlivesItsTTLWhileItsDependentsRun(t *testing.T) {
 	if got := w.waitPhase("down", swarmv1alpha1.TaskSucceeded, 20*time.Second); got.Status.Result != "data!" {
 		t.Errorf("down read %q from its dependency (%s)", got.Status.Result, got.Status.Message)
 	}
-	eventually(t, 10*time.Second, func() error {
-		err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "up"}, &swarmv1alpha1.Task{})
-		if err == nil {
-			return errors.New("up is still there after its dependent finished")
-		}
-		return client.IgnoreNotFound(err)
-	})
+	waitTaskGone(t, ns, "up", 10*time.Second) // once its dependent has finished
 }
 
 func TestAServiceAccountChangeKeepsOlderAgentsAuthorised(t *testing.T) {
