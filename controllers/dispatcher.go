@@ -35,23 +35,10 @@ import (
 // one reconcile binds as many tasks as there are free slots, so a burst of task creations,
 // which the workqueue folds into a few reconciles of the same key, costs few passes.
 type Dispatcher struct {
-	// Client reads from the manager's cache and writes to the API server.
-	Client client.Client
-	// APIReader reads from the API server, to learn whether a bind whose answer was lost
-	// (a timeout, a dropped connection) went through.
-	APIReader client.Reader
-	// Now is the clock; time.Now when nil.
-	Now func() time.Time
-	// BindConcurrency is the number of bind requests in flight at once. Default 16.
-	BindConcurrency int
-	// MaxConcurrentReconciles is the number of hives dispatched at once. Default 4.
-	MaxConcurrentReconciles int
-	// Observer, when set, is told of each bind and queue wait (for metrics).
-	Observer BindObserver
-
-	// Ledger counts the binds in flight; SetupWithManager makes one when it is nil. The
-	// hive controller reads the same ledger (HiveReconciler.Bindings).
-	Ledger *dispatch.Ledger
+	client    client.Client
+	apiReader client.Reader
+	ledger    *dispatch.Ledger
+	opts      DispatchOptions
 
 	// seen holds when the dispatcher first saw each task it has not bound yet: creation
 	// timestamps have only second precision, too coarse for millisecond queue waits.
@@ -62,17 +49,45 @@ type Dispatcher struct {
 	backoffSeen sync.Map
 }
 
+// DispatchOptions configure a Dispatcher.
+type DispatchOptions struct {
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// BindConcurrency is the number of bind requests in flight at once. Default 16.
+	BindConcurrency int
+	// MaxConcurrentReconciles is the number of hives dispatched at once. Default 4.
+	MaxConcurrentReconciles int
+	// Metrics, when set, is told of each bind and queue wait.
+	Metrics BindMetrics
+}
+
+// BindMetrics is told about binds.
+type BindMetrics interface {
+	// Bound is called for each task bound, with the time it waited in the queue.
+	Bound(namespace, hive string, wait time.Duration)
+}
+
+// NewDispatcher returns a dispatcher that reads from c (the manager's cache), writes with
+// it, and asks apiReader (the API server) whether a bind whose answer was lost went
+// through. ledger counts its binds in flight; the hive controller reads the same one.
+func NewDispatcher(c client.Client, apiReader client.Reader, ledger *dispatch.Ledger, opts DispatchOptions) *Dispatcher {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.BindConcurrency <= 0 {
+		opts.BindConcurrency = 16
+	}
+	if opts.MaxConcurrentReconciles <= 0 {
+		opts.MaxConcurrentReconciles = 4
+	}
+	return &Dispatcher{client: c, apiReader: apiReader, ledger: ledger, opts: opts}
+}
+
 // backoffMark is when the dispatcher first saw a task backing off since it was queued at
 // queuedAt.
 type backoffMark struct {
 	queuedAt time.Time
 	at       time.Time
-}
-
-// BindObserver is told about binds, for metrics.
-type BindObserver interface {
-	// Bound is called for each task bound, with the time it waited in the queue.
-	Bound(namespace, hive string, wait time.Duration)
 }
 
 // +kubebuilder:rbac:groups=swarm.aihub.dev,resources=tasks/status,verbs=get;update;patch
@@ -81,9 +96,9 @@ type BindObserver interface {
 func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	hiveKey := req.String()
 	hive := &swarmv1alpha1.Hive{}
-	if err := d.Client.Get(ctx, req.NamespacedName, hive); err != nil {
+	if err := d.client.Get(ctx, req.NamespacedName, hive); err != nil {
 		if apierrors.IsNotFound(err) {
-			d.Ledger.Forget(hiveKey)
+			d.ledger.Forget(hiveKey)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("reading hive: %w", err)
@@ -94,7 +109,7 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	tasks := &swarmv1alpha1.TaskList{}
 	// The listed tasks are read, and copied before any change: skip the cache's copies.
-	if err := d.Client.List(ctx, tasks, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name},
+	if err := d.client.List(ctx, tasks, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name},
 		client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing the hive's tasks: %w", err)
 	}
@@ -102,13 +117,13 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for i := range tasks.Items {
 		versions[tasks.Items[i].UID] = tasks.Items[i].ResourceVersion
 	}
-	d.Ledger.Settle(hiveKey, func(uid types.UID) (string, bool) {
+	d.ledger.Settle(hiveKey, func(uid types.UID) (string, bool) {
 		rv, ok := versions[uid]
 		return rv, ok
 	})
 	d.resolveDoubts(ctx, hive, hiveKey)
 
-	now := d.Now()
+	now := d.opts.Now()
 	queue, byUID, wait := d.queue(hive, tasks.Items, now)
 	if len(queue) == 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
@@ -119,7 +134,7 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	bindings := dispatch.Assign(queue, agents)
 	conflicts, err := d.bind(ctx, hive, bindings, byUID, now)
-	metrics.LedgerBinds.Set(float64(d.Ledger.Size()))
+	metrics.LedgerBinds.Set(float64(d.ledger.Size()))
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -144,14 +159,14 @@ func shortest(a, b time.Duration) time.Duration {
 
 // resolveDoubts asks the API server about the hive's binds whose outcome is unknown.
 func (d *Dispatcher) resolveDoubts(ctx context.Context, hive *swarmv1alpha1.Hive, hiveKey string) {
-	for _, b := range d.Ledger.Doubtful(hiveKey) {
+	for _, b := range d.ledger.Doubtful(hiveKey) {
 		fresh := &swarmv1alpha1.Task{}
-		err := d.APIReader.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: b.Name}, fresh)
+		err := d.apiReader.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: b.Name}, fresh)
 		switch {
 		case apierrors.IsNotFound(err):
-			d.Ledger.Release(b.Task)
+			d.ledger.Drop(b.Task)
 		case err == nil:
-			d.Ledger.Resolve(b.Task, fresh.ResourceVersion)
+			d.ledger.Resolve(b.Task, fresh.ResourceVersion)
 		}
 	}
 }
@@ -166,7 +181,7 @@ func (d *Dispatcher) queue(hive *swarmv1alpha1.Hive, tasks []swarmv1alpha1.Task,
 	)
 	for i := range tasks {
 		t := &tasks[i]
-		if !lifecycle.IsQueued(t) || d.Ledger.Holds(t.UID) {
+		if !lifecycle.IsQueued(t) || d.ledger.Holds(t.UID) {
 			continue
 		}
 		ok, backoff := lifecycle.Dispatchable(t, hive.Spec.Agent.Capabilities, now, d.backoffObserved(t, now))
@@ -203,7 +218,7 @@ func (d *Dispatcher) backoffObserved(t *swarmv1alpha1.Task, now time.Time) time.
 func (d *Dispatcher) agents(ctx context.Context, hive *swarmv1alpha1.Hive, tasks []swarmv1alpha1.Task) ([]dispatch.Agent, error) {
 	pods := &corev1.PodList{}
 	// The pods are only read: skip the cache's deep copies, which are most of a pass's cost.
-	if err := d.Client.List(ctx, pods, client.InNamespace(hive.Namespace), client.MatchingFields{IndexPodHive: hive.Name},
+	if err := d.client.List(ctx, pods, client.InNamespace(hive.Namespace), client.MatchingFields{IndexPodHive: hive.Name},
 		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing agent pods: %w", err)
 	}
@@ -215,7 +230,7 @@ func (d *Dispatcher) agents(ctx context.Context, hive *swarmv1alpha1.Hive, tasks
 		if ref == nil || ref.UID != hive.UID || !agentpod.CanTakeTasks(p) {
 			continue
 		}
-		free := agentpod.Slots(p) - d.Ledger.Used(agentKey(p.Namespace, p.Name), bound[p.Name])
+		free := agentpod.Slots(p) - d.ledger.Used(agentKey(p.Namespace, p.Name), bound[p.Name])
 		if free > 0 {
 			agents = append(agents, dispatch.Agent{Name: p.Name, Free: free, Offers: agentpod.Capabilities(p)})
 		}
@@ -260,7 +275,7 @@ func (d *Dispatcher) taskHandler() handler.TypedEventHandler[client.Object, reco
 			if t, ok := e.Object.(*swarmv1alpha1.Task); ok && lifecycle.IsQueued(t) {
 				// A task created within the last moments was created about now; an older one
 				// is from before this dispatcher started, and its timestamp is good enough.
-				now := d.Now()
+				now := d.opts.Now()
 				if now.Sub(t.CreationTimestamp.Time) < 2*time.Second {
 					d.seen.Store(t.UID, now)
 				}
@@ -303,23 +318,24 @@ func (d *Dispatcher) bind(ctx context.Context, hive *swarmv1alpha1.Hive, binding
 		errs      []error
 		conflicts int
 	)
-	for range min(d.BindConcurrency, len(bindings)) {
+	for range min(d.opts.BindConcurrency, len(bindings)) {
 		wg.Go(func() {
 			for b := range work {
 				t := tasks[b.Task.UID]
-				d.Ledger.Reserve(hiveKey, agentKey(hive.Namespace, b.Agent), t.UID, t.ResourceVersion)
+				d.ledger.Reserve(hiveKey, agentKey(hive.Namespace, b.Agent), t.UID, t.ResourceVersion)
 				bound := t.DeepCopy()
 				bound.Status = lifecycle.Bind(t, b.Agent, now)
 				patch, err := statuspatch.Guarded(t.ResourceVersion, &t.Status, &bound.Status)
 				if err == nil {
-					err = d.Client.Status().Patch(ctx, bound, patch)
+					err = d.client.Status().Patch(ctx, bound, patch)
 				}
 				if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && lostAnswer(err) {
 					err = d.confirmBind(ctx, t, bound, err)
 				}
 				if err != nil {
-					if !d.Ledger.IsDoubtful(t.UID) {
-						d.Ledger.Release(t.UID)
+					log.FromContext(ctx).V(2).Info("a bind failed", "task", klog.KObj(t), "agent", b.Agent, "error", err.Error())
+					if !d.ledger.IsDoubtful(t.UID) {
+						d.ledger.Drop(t.UID)
 					}
 					mu.Lock()
 					switch {
@@ -333,8 +349,8 @@ func (d *Dispatcher) bind(ctx context.Context, hive *swarmv1alpha1.Hive, binding
 					continue
 				}
 				log.FromContext(ctx).V(2).Info("bound task", "task", klog.KObj(t), "agent", b.Agent, "attempt", bound.Status.Attempt)
-				if d.Observer != nil {
-					d.Observer.Bound(hive.Namespace, hive.Name, now.Sub(d.queuedSince(t)))
+				if d.opts.Metrics != nil {
+					d.opts.Metrics.Bound(hive.Namespace, hive.Name, now.Sub(d.queuedSince(t)))
 				}
 				d.seen.Delete(t.UID)
 				d.backoffSeen.Delete(t.UID)
@@ -368,13 +384,13 @@ func lostAnswer(err error) bool {
 // error when the API server cannot tell.
 func (d *Dispatcher) confirmBind(ctx context.Context, before, bound *swarmv1alpha1.Task, bindErr error) error {
 	fresh := &swarmv1alpha1.Task{}
-	if err := d.APIReader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
+	if err := d.apiReader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("the task went away: %w", err)
 		}
 		// Unknown: keep the slot taken; the cache shows the truth soon and the ledger then
 		// settles. Not releasing it errs on the side of an idle slot, never an over-bind.
-		d.Ledger.Doubt(before.UID, before.Name)
+		d.ledger.Doubt(before.UID, before.Name)
 		return errors.Join(bindErr, fmt.Errorf("checking whether the bind went through: %w", err))
 	}
 	if fresh.ResourceVersion != before.ResourceVersion && fresh.Status.Agent == bound.Status.Agent &&
@@ -386,24 +402,12 @@ func (d *Dispatcher) confirmBind(ctx context.Context, before, bound *swarmv1alph
 
 // SetupWithManager registers the dispatcher and its watches.
 func (d *Dispatcher) SetupWithManager(mgr ctrl.Manager) error {
-	if d.Now == nil {
-		d.Now = time.Now
-	}
-	if d.BindConcurrency <= 0 {
-		d.BindConcurrency = 16
-	}
-	if d.MaxConcurrentReconciles <= 0 {
-		d.MaxConcurrentReconciles = 4
-	}
-	if d.Ledger == nil {
-		d.Ledger = dispatch.NewLedger()
-	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("dispatcher").
 		For(&swarmv1alpha1.Hive{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&swarmv1alpha1.Task{}, d.taskHandler(), builder.WithPredicates(slotOrQueueChanged())).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToHive), builder.WithPredicates(agentAvailabilityChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: d.MaxConcurrentReconciles}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: d.opts.MaxConcurrentReconciles}).
 		Complete(d)
 	if err != nil {
 		return fmt.Errorf("setting up the dispatcher: %w", err)

@@ -68,7 +68,7 @@ func agentPodOf(hive, spec *swarmv1alpha1.Hive, name string) *corev1.Pod {
 }
 
 func newUnitDispatcher(c client.Client) *Dispatcher {
-	return &Dispatcher{Client: c, APIReader: c, Now: func() time.Time { return unitNow }, BindConcurrency: 1, Ledger: dispatch.NewLedger()}
+	return NewDispatcher(c, c, dispatch.NewLedger(), DispatchOptions{Now: func() time.Time { return unitNow }, BindConcurrency: 1})
 }
 
 func reconcileHive(t *testing.T, d *Dispatcher, hive *swarmv1alpha1.Hive) (ctrl.Result, error) {
@@ -158,13 +158,13 @@ func TestDispatcherKeepsTheSlotOfABindWhoseAnswerWasLost(t *testing.T) {
 				},
 			})
 			d := newUnitDispatcher(c)
-			d.APIReader = apiReader
+			d.apiReader = apiReader
 			_, err := reconcileHive(t, d, hive)
 			task := getTask(t, c, "t")
 			if (err != nil) != tc.wantErr || (task.Status.Agent != "") != tc.wantBound {
 				t.Errorf("reconcile error %v, task bound to %q", err, task.Status.Agent)
 			}
-			if held := d.Ledger.Holds(task.UID); held != tc.wantHeld {
+			if held := d.ledger.Holds(task.UID); held != tc.wantHeld {
 				t.Errorf("ledger holds the bind: %v, want %v", held, tc.wantHeld)
 			}
 			if tc.readFails {
@@ -222,8 +222,8 @@ func TestADependentRecordsItsDependenciesMetSoItsHiveWakes(t *testing.T) {
 	dep.Status.Phase = swarmv1alpha1.TaskSucceeded
 	dependent := builder.Task("ns", "summarise").Hive("h2").DependsOn("fetch").Obj()
 	c := fakeClient(interceptor.Funcs{}, builder.Hive("ns", "h2").Obj(), dep, dependent)
-	r := &TaskReconciler{Client: c, Recorder: events.NewFakeRecorder(10), Now: func() time.Time { return unitNow },
-		AgentLostGrace: time.Second, TimeoutGrace: time.Second, MissingDependencyTimeout: time.Minute}
+	r := NewTaskReconciler(c, events.NewFakeRecorder(10), TaskOptions{Now: func() time.Time { return unitNow },
+		AgentLostGrace: time.Second, TimeoutGrace: time.Second, MissingDependencyTimeout: time.Minute})
 	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(dependent)}); err != nil {
 		t.Fatal(err)
 	}

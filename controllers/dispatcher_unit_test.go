@@ -67,11 +67,11 @@ func TestDispatcherTakesABindWhoseTaskVanishedAsNoBind(t *testing.T) {
 		},
 	})
 	d := newUnitDispatcher(c)
-	d.APIReader = interceptor.NewClient(server, refuse("get", &swarmv1alpha1.Task{}, "t", notFoundError("t")))
+	d.apiReader = interceptor.NewClient(server, refuse("get", &swarmv1alpha1.Task{}, "t", notFoundError("t")))
 	if _, err := reconcileHive(t, d, hive); err != nil {
 		t.Fatalf("reconcile = %v; a task deleted during its bind is no error", err)
 	}
-	if held := d.Ledger.Holds(getTask(t, c, "t").UID); held {
+	if held := d.ledger.Holds(getTask(t, c, "t").UID); held {
 		t.Error("the ledger holds the slot of a bind whose task is gone")
 	}
 }
@@ -89,7 +89,7 @@ func TestDispatcherFreesTheSlotOfADoubtfulBindOnceItsTaskIsGone(t *testing.T) {
 		},
 	})
 	d := newUnitDispatcher(c)
-	d.APIReader = interceptor.NewClient(server, interceptor.Funcs{
+	d.apiReader = interceptor.NewClient(server, interceptor.Funcs{
 		Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
 			if deleted.Load() {
 				return notFoundError(key.Name)
@@ -101,7 +101,7 @@ func TestDispatcherFreesTheSlotOfADoubtfulBindOnceItsTaskIsGone(t *testing.T) {
 	if _, err := reconcileHive(t, d, hive); err == nil {
 		t.Fatal("a bind that got no answer, with the API server unable to tell, is not reported")
 	}
-	if !d.Ledger.Holds(uid) {
+	if !d.ledger.Holds(uid) {
 		t.Fatal("the ledger does not hold the slot of a bind that may have gone through")
 	}
 	// The task is deleted; the cache has not seen it yet, the API server says so.
@@ -109,7 +109,7 @@ func TestDispatcherFreesTheSlotOfADoubtfulBindOnceItsTaskIsGone(t *testing.T) {
 	if _, err := reconcileHive(t, d, hive); err != nil {
 		t.Fatal(err)
 	}
-	if d.Ledger.Holds(uid) {
+	if d.ledger.Holds(uid) {
 		t.Error("the ledger still holds the slot of a doubtful bind whose task is gone")
 	}
 }
@@ -128,7 +128,7 @@ func TestDispatcherCapsEachBackoffFromWhenItFirstSawIt(t *testing.T) {
 	c := fakeClient(interceptor.Funcs{}, hive, task)
 	d := newUnitDispatcher(c)
 	now := unitNow
-	d.Now = func() time.Time { return now }
+	d.opts.Now = func() time.Time { return now }
 	steps := []struct {
 		at       time.Duration
 		queuedAt time.Duration // the task's queuedAt from unitNow: a new one is a new backoff

@@ -21,6 +21,16 @@ import (
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch
 
+// AgentRules returns what an agent may do, the rules of the Role the operator gives each
+// hive's agents.
+func AgentRules() []rbacv1.PolicyRule {
+	out := make([]rbacv1.PolicyRule, len(agentRules))
+	for i := range agentRules {
+		agentRules[i].DeepCopyInto(&out[i])
+	}
+	return out
+}
+
 // agentRules are what an agent may do: read tasks (its own, and the results of those it
 // depends on) and write task status. The ValidatingAdmissionPolicy shipped with the
 // operator narrows the writes to tasks bound to the agent's own pod.
@@ -47,7 +57,7 @@ func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alp
 	}
 	if account == name {
 		sa := &corev1.ServiceAccount{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, sa); apierrors.IsNotFound(err) {
+		if err := r.client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, sa); apierrors.IsNotFound(err) {
 			if err := r.createOwned(ctx, hive, &corev1.ServiceAccount{ObjectMeta: meta()}); err != nil {
 				return fmt.Errorf("creating the agents' service account: %w", err)
 			}
@@ -57,7 +67,7 @@ func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alp
 	}
 
 	role := &rbacv1.Role{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, role); apierrors.IsNotFound(err) {
+	if err := r.client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, role); apierrors.IsNotFound(err) {
 		if err := r.createOwned(ctx, hive, &rbacv1.Role{ObjectMeta: meta(), Rules: agentRules}); err != nil {
 			return fmt.Errorf("creating the agents' role: %w", err)
 		}
@@ -66,7 +76,7 @@ func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alp
 	} else if metav1.IsControlledBy(role, hive) && !equality.Semantic.DeepEqual(role.Rules, agentRules) {
 		base := role.DeepCopy()
 		role.Rules = agentRules
-		if err := r.Client.Patch(ctx, role, client.MergeFrom(base)); err != nil {
+		if err := r.client.Patch(ctx, role, client.MergeFrom(base)); err != nil {
 			return fmt.Errorf("updating the agents' role: %w", err)
 		}
 	}
@@ -74,7 +84,7 @@ func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alp
 	subjects := agentSubjects(hive, account, pods)
 	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
 	binding := &rbacv1.RoleBinding{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, binding); apierrors.IsNotFound(err) {
+	if err := r.client.Get(ctx, client.ObjectKey{Namespace: hive.Namespace, Name: name}, binding); apierrors.IsNotFound(err) {
 		if err := r.createOwned(ctx, hive, &rbacv1.RoleBinding{ObjectMeta: meta(), Subjects: subjects, RoleRef: roleRef}); err != nil {
 			return fmt.Errorf("creating the agents' role binding: %w", err)
 		}
@@ -84,7 +94,7 @@ func (r *HiveReconciler) ensureAgentAccess(ctx context.Context, hive *swarmv1alp
 		log.FromContext(ctx).V(2).Info("updating the agents' role binding", "hive", klog.KObj(hive), "subjects", subjects)
 		base := binding.DeepCopy()
 		binding.Subjects = subjects
-		if err := r.Client.Patch(ctx, binding, client.MergeFrom(base)); err != nil {
+		if err := r.client.Patch(ctx, binding, client.MergeFrom(base)); err != nil {
 			return fmt.Errorf("updating the agents' role binding: %w", err)
 		}
 	}

@@ -2,19 +2,18 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,25 +23,17 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
+	"github.com/aihub-dev/hive-operator/internal/autoscale"
 	"github.com/aihub-dev/hive-operator/internal/expectations"
 	"github.com/aihub-dev/hive-operator/internal/hivestatus"
-	"github.com/aihub-dev/hive-operator/internal/lifecycle"
 	"github.com/aihub-dev/hive-operator/internal/pool"
 	"github.com/aihub-dev/hive-operator/internal/revision"
 )
 
-// HiveReconciler keeps each hive's agent pods, PodDisruptionBudget and status right.
-type HiveReconciler struct {
-	// Client reads from the manager's cache and writes to the API server.
-	Client client.Client
-	// APIReader reads from the API server, for the rare checks a stale cache must not
-	// answer (adopting orphans).
-	APIReader client.Reader
-	// Recorder emits events about the hive.
-	Recorder events.EventRecorder
+// HiveOptions configure a HiveReconciler.
+type HiveOptions struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-
 	// DrainSettle is how long an idle agent stays marked draining before it is deleted, so
 	// that the dispatcher's cache sees the mark first. Default 1s.
 	DrainSettle time.Duration
@@ -51,23 +42,12 @@ type HiveReconciler struct {
 	StatusInterval time.Duration
 	// MaxConcurrentReconciles is the number of hives reconciled at once. Default 2.
 	MaxConcurrentReconciles int
-	// Observer, when set, is told of scale events and rollouts (for metrics).
-	Observer HiveObserver
 	// Bindings, when set, holds the dispatcher's binds in flight, which count as busy slots
 	// before the cache shows them: an agent the dispatcher just bound a task to is not
 	// deleted as idle.
 	Bindings InFlightBinds
-
-	expectations *expectations.Store
-
-	mu              sync.Mutex
-	lastStatusWrite map[types.NamespacedName]time.Time
-	createFailures  map[types.NamespacedName]createFailure
-	released        map[types.NamespacedName][]*corev1.Pod
-	// foreign remembers objects a hive would create whose names are taken by objects it
-	// does not own, so it does not try again on every pass.
-	foreign map[types.NamespacedName]map[string]bool
-	scale   map[types.NamespacedName]scaleState
+	// Metrics, when set, is told of scale events and rollouts.
+	Metrics HiveMetrics
 }
 
 // InFlightBinds tells the binds in flight of a hive, by agent (namespace/name).
@@ -75,21 +55,51 @@ type InFlightBinds interface {
 	Held(hive string) map[string][]types.UID
 }
 
-// HiveObserver is told of a hive's scale events and rollouts, for metrics.
-type HiveObserver interface {
+// HiveMetrics is told of a hive's scale events and rollouts.
+type HiveMetrics interface {
 	// Scaled is called when the autoscaler changes a hive's replicas ("up" or "down").
 	Scaled(namespace, hive, direction string)
 	// RolloutStarted is called when a hive starts rolling out a new revision.
 	RolloutStarted(namespace, hive string)
 }
 
-// createFailure remembers failed pod creations of a hive, to back off while its template
-// is refused.
-type createFailure struct {
-	generation int64
-	count      int
-	at         time.Time
-	err        error
+// HiveReconciler keeps each hive's agent pods, their access objects, PodDisruptionBudget and
+// status right. Each reconcile observes (the hive's pods and tasks, from the cache),
+// decides (how many agents, which to create, drain and delete: internal/autoscale and
+// internal/pool), acts on the decision, and writes the status, whatever happened before.
+type HiveReconciler struct {
+	client    client.Client
+	apiReader client.Reader
+	recorder  events.EventRecorder
+	opts      HiveOptions
+
+	expectations   *expectations.Store
+	statusWrites   statusWrites
+	createFailures createFailures
+	leftLabel      leftLabel
+	taken          takenNames
+	scaling        scaleMemory
+}
+
+// NewHiveReconciler returns a hive controller that reads from c (the manager's cache) and
+// apiReader (the API server, for the checks a stale cache must not answer) and writes with
+// c.
+func NewHiveReconciler(c client.Client, apiReader client.Reader, recorder events.EventRecorder, opts HiveOptions) *HiveReconciler {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.DrainSettle <= 0 {
+		opts.DrainSettle = time.Second
+	}
+	if opts.StatusInterval <= 0 {
+		opts.StatusInterval = time.Second
+	}
+	if opts.MaxConcurrentReconciles <= 0 {
+		opts.MaxConcurrentReconciles = 2
+	}
+	r := &HiveReconciler{client: c, apiReader: apiReader, recorder: recorder, opts: opts}
+	r.expectations = expectations.New(time.Minute, opts.Now)
+	return r
 }
 
 // +kubebuilder:rbac:groups=swarm.aihub.dev,resources=hives,verbs=get;list;watch
@@ -103,7 +113,7 @@ type createFailure struct {
 // Reconcile brings one hive's agents towards its spec.
 func (r *HiveReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	hive := &swarmv1alpha1.Hive{}
-	if err := r.Client.Get(ctx, req.NamespacedName, hive); err != nil {
+	if err := r.client.Get(ctx, req.NamespacedName, hive); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
@@ -119,210 +129,183 @@ func (r *HiveReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 }
 
 func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive) (ctrl.Result, error) {
-	key := client.ObjectKeyFromObject(hive)
-	now := r.now()
-
-	if err := r.releasePods(ctx, hive); err != nil {
+	now := r.opts.Now()
+	obs, err := r.observe(ctx, hive, now)
+	if err != nil {
 		return ctrl.Result{}, err
+	}
+	d, err := r.decide(hive, obs, now)
+	if err != nil {
+		// The schema refuses such rollout bounds; a hive stored before it did is reported.
+		return ctrl.Result{}, err
+	}
+	done := r.act(ctx, hive, obs, d, now)
+	status := hivestatus.Compute(&hive.Status, hivestatus.Observed{
+		Generation:     hive.Generation,
+		Desired:        d.spec.Replicas,
+		MinAvailable:   max(0, d.spec.Replicas-d.spec.MaxUnavailable),
+		UpdateRevision: d.spec.UpdateRevision,
+		Selector:       labels.SelectorFromSet(labels.Set{swarmv1alpha1.LabelHive: hive.Name}).String(),
+		Plan:           d.plan,
+		QueuedTasks:    obs.load.queued,
+		RunningTasks:   obs.load.running,
+		CreateError:    done.createErr,
+		AccessError:    done.accessErr,
+		BudgetError:    done.budgetErr,
+		Scaling:        done.scaling,
+		Now:            now,
+	})
+	statusWait, statusErr := r.writeStatus(ctx, hive, status, now)
+	if err := errors.Join(done.errs(), statusErr); err != nil {
+		// The workqueue retries with its exponential backoff.
+		return ctrl.Result{}, err
+	}
+	wait := shortest(d.plan.RequeueAfter, statusWait)
+	for _, w := range []time.Duration{r.createFailures.backoff(hiveKey(hive), now), d.scaleRequeue, obs.load.retryIn, done.cacheWait} {
+		wait = shortest(wait, w)
+	}
+	return ctrl.Result{RequeueAfter: wait}, nil
+}
+
+// hiveObservation is what one reconcile saw of a hive's surroundings.
+type hiveObservation struct {
+	pods   []*corev1.Pod
+	byName map[string]*corev1.Pod
+	load   load
+	// cacheBehind counts the hive's writes the cache does not show yet: acting on its view
+	// could create or delete twice.
+	cacheBehind int
+}
+
+// observe reads the hive's agent pods (disowning those relabelled out of it, adopting
+// orphans with its label) and the load of its tasks and of the binds in flight.
+func (r *HiveReconciler) observe(ctx context.Context, hive *swarmv1alpha1.Hive, now time.Time) (hiveObservation, error) {
+	key := hiveKey(hive)
+	var obs hiveObservation
+	if err := r.disownRelabelled(ctx, hive); err != nil {
+		return obs, err
 	}
 	pods, err := r.agentPods(ctx, hive)
 	if err != nil {
-		return ctrl.Result{}, err
+		return obs, err
 	}
-	if err := r.ensureAgentAccess(ctx, hive, pods); err != nil {
-		return ctrl.Result{}, err
-	}
-	byName := make(map[string]*corev1.Pod, len(pods))
+	obs.pods = pods
+	obs.byName = make(map[string]*corev1.Pod, len(pods))
 	for _, p := range pods {
-		byName[p.Name] = p
+		obs.byName[p.Name] = p
 	}
-	if pending := r.expectations.Satisfied(key.String(), func(name string) (*corev1.Pod, bool) {
-		p, ok := byName[name]
+	obs.cacheBehind = r.expectations.Satisfied(key.String(), func(name string) (*corev1.Pod, bool) {
+		p, ok := obs.byName[name]
 		return p, ok
-	}); pending > 0 {
-		// The cache has not caught up with our last writes; its watch events trigger the
-		// next reconcile. The requeue only guards against a lost event.
-		log.FromContext(ctx).V(1).Info("waiting for the cache to show our writes", "pending", pending)
-		return ctrl.Result{RequeueAfter: time.Second}, nil
-	}
-
+	})
 	// Binds in flight first, then the cache: a bind the ledger stops holding in between is
 	// one the cache then shows.
 	var inFlight map[string][]types.UID
-	if r.Bindings != nil {
-		inFlight = r.Bindings.Held(key.String())
+	if r.opts.Bindings != nil {
+		inFlight = r.opts.Bindings.Held(key.String())
 	}
 	tasks, err := r.activeTasks(ctx, hive)
 	if err != nil {
-		return ctrl.Result{}, err
+		return obs, err
 	}
-	load := countLoad(tasks, inFlight, hive.Namespace, hive.Spec.Agent.Capabilities, now)
-	busy, queued, running := load.busy, load.queued, load.running
+	obs.load = countLoad(tasks, inFlight, hive.Namespace, hive.Spec.Agent.Capabilities, now)
+	return obs, nil
+}
 
-	var (
-		scaling      *hivestatus.Scaling
-		scaleRequeue time.Duration
-	)
+// hiveDecision is what one reconcile decided for a hive.
+type hiveDecision struct {
+	// scale is the autoscaler's decision, nil without spec.autoscaling.
+	scale        *autoscale.Decision
+	scaleRequeue time.Duration
+	spec         pool.Spec
+	plan         pool.Plan
+}
+
+// decide sizes the hive (its spec, or the autoscaler) and plans its agents. It writes
+// nothing but the autoscaler's memory.
+func (r *HiveReconciler) decide(hive *swarmv1alpha1.Hive, obs hiveObservation, now time.Time) (hiveDecision, error) {
+	var d hiveDecision
+	replicas := hive.Spec.ReplicasOrDefault()
 	if hive.Spec.Autoscaling != nil {
-		var n int32
-		if n, scaling, scaleRequeue, err = r.autoscale(ctx, hive, queued, running, len(busy), now); err != nil {
-			return ctrl.Result{}, err
-		}
-		hive.Spec.Replicas = &n
+		scale := r.autoscaleDecision(hive, obs.load, now)
+		d.scale, d.scaleRequeue, replicas = &scale, scale.RequeueAfter, scale.Replicas
 	} else {
-		r.forgetScale(key)
+		r.scaling.forget(hiveKey(hive))
 	}
-	replicas := int(ptrValue(hive.Spec.Replicas, 1))
-	surge, unavailable, err := pool.ResolveRollout(hive.Spec.Rollout.MaxSurge, hive.Spec.Rollout.MaxUnavailable, replicas)
+	surge, unavailable, err := pool.ResolveRollout(hive.Spec.Rollout.MaxSurge, hive.Spec.Rollout.MaxUnavailable, int(replicas))
 	if err != nil {
-		// The schema refuses such values; a hive stored before it did is reported, not retried.
-		return ctrl.Result{}, fmt.Errorf("resolving the rollout bounds: %w", err)
+		return d, fmt.Errorf("resolving the rollout bounds: %w", err)
 	}
-	spec := pool.Spec{
-		Replicas:       replicas,
+	d.spec = pool.Spec{
+		Replicas:       int(replicas),
 		UpdateRevision: revision.Of(&hive.Spec.Template, &hive.Spec.Agent),
 		MaxSurge:       surge,
 		MaxUnavailable: unavailable,
-		DrainTimeout:   durationValue(hive.Spec.Rollout.DrainTimeout, 10*time.Minute),
-		DrainSettle:    r.DrainSettle,
+		DrainTimeout:   hive.Spec.Rollout.DrainTimeoutOrDefault(),
+		DrainSettle:    r.opts.DrainSettle,
 	}
-	agents := make([]pool.Agent, 0, len(pods))
-	for _, p := range pods {
-		agents = append(agents, toAgent(p, busy[p.Name]))
+	agents := make([]pool.Agent, 0, len(obs.pods))
+	for _, p := range obs.pods {
+		agents = append(agents, toAgent(p, obs.load.busy[p.Name]))
 	}
-	plan := pool.Compute(spec, agents, now)
-
-	createErr, writeErr := r.carryOut(ctx, hive, spec, plan, byName)
-
-	newStatus := hivestatus.Compute(&hive.Status, hivestatus.Observed{
-		Generation:     hive.Generation,
-		Desired:        replicas,
-		MinAvailable:   max(0, replicas-unavailable),
-		UpdateRevision: spec.UpdateRevision,
-		Selector:       labels.SelectorFromSet(labels.Set{swarmv1alpha1.LabelHive: hive.Name}).String(),
-		Plan:           plan,
-		QueuedTasks:    queued,
-		RunningTasks:   running,
-		CreateError:    createErr,
-		Scaling:        scaling,
-		Now:            now,
-	})
-	if err := r.ensurePDB(ctx, hive); err != nil {
-		return ctrl.Result{}, err
-	}
-	statusWait, err := r.writeStatus(ctx, hive, newStatus, now)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if writeErr != nil {
-		// The workqueue retries with its exponential backoff.
-		return ctrl.Result{}, writeErr
-	}
-
-	result := ctrl.Result{RequeueAfter: plan.RequeueAfter}
-	for _, d := range []time.Duration{statusWait, r.createBackoff(key, now), scaleRequeue, load.retryIn} {
-		if d > 0 && (result.RequeueAfter == 0 || d < result.RequeueAfter) {
-			result.RequeueAfter = d
-		}
-	}
-	return result, nil
+	d.plan = pool.Compute(d.spec, agents, now)
+	return d, nil
 }
 
-// agentPods returns the pods the hive controls, adopting orphans that carry its label.
-func (r *HiveReconciler) agentPods(ctx context.Context, hive *swarmv1alpha1.Hive) ([]*corev1.Pod, error) {
-	list := &corev1.PodList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(hive.Namespace), client.MatchingFields{IndexPodHive: hive.Name}); err != nil {
-		return nil, fmt.Errorf("listing agent pods: %w", err)
+// acted is what acting on a decision did.
+type acted struct {
+	scaling              *hivestatus.Scaling
+	createErr            error // the API server's refusal of an agent pod, for the status
+	accessErr, budgetErr error
+	scaleErr             error
+	podErrs              []error // other failed pod writes
+	cacheWait            time.Duration
+}
+
+// errs returns the failures that make the reconcile be retried.
+func (a acted) errs() error {
+	return errors.Join(append([]error{a.accessErr, a.budgetErr, a.scaleErr}, a.podErrs...)...)
+}
+
+// act writes what the decision asks for: spec.replicas when the autoscaler changed it, the
+// agents' access objects, the pods of the plan (unless the cache lags behind the hive's own
+// writes), and the PodDisruptionBudget. A failure of one does not stop the others.
+func (r *HiveReconciler) act(ctx context.Context, hive *swarmv1alpha1.Hive, obs hiveObservation, d hiveDecision, now time.Time) acted {
+	var a acted
+	if d.scale != nil {
+		a.scaling, a.scaleErr = r.applyScale(ctx, hive, *d.scale, now)
 	}
-	var pods, orphans []*corev1.Pod
-	for i := range list.Items {
-		p := &list.Items[i]
-		ref := metav1.GetControllerOf(p)
-		switch {
-		case ref == nil:
-			if p.DeletionTimestamp == nil {
-				orphans = append(orphans, p)
-			}
-		case ref.UID == hive.UID:
-			pods = append(pods, p)
-		}
+	a.accessErr = r.ensureAgentAccess(ctx, hive, obs.pods)
+	switch {
+	case a.scaleErr != nil:
+		// The plan was made for the replicas the autoscaler could not write: wait for it.
+		a.createErr, _ = r.createFailures.refusal(hive, now)
+	case obs.cacheBehind > 0:
+		// The cache has not caught up with the last writes; its watch events trigger the
+		// next reconcile. The wait only guards against a lost event.
+		log.FromContext(ctx).V(1).Info("waiting for the cache to show the hive's writes", "hive", klog.KObj(hive), "pending", obs.cacheBehind)
+		a.cacheWait = time.Second
+		a.createErr, _ = r.createFailures.refusal(hive, now)
+	default:
+		pw := r.carryOut(ctx, hive, d.spec, d.plan, obs.byName)
+		a.createErr, a.podErrs = pw.createErr, pw.failed
 	}
-	if len(orphans) > 0 {
-		adopted, err := r.adopt(ctx, hive, orphans)
-		if err != nil {
-			return nil, err
-		}
-		pods = append(pods, adopted...)
-	}
-	return pods, nil
+	a.budgetErr = r.ensurePDB(ctx, hive)
+	return a
 }
 
 // activeTasks returns the hive's tasks that have not finished.
 func (r *HiveReconciler) activeTasks(ctx context.Context, hive *swarmv1alpha1.Hive) ([]swarmv1alpha1.Task, error) {
 	list := &swarmv1alpha1.TaskList{}
 	// Read only: skip the cache's copies, which would cost one per task per reconcile.
-	if err := r.Client.List(ctx, list, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name},
+	if err := r.client.List(ctx, list, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name},
 		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the hive's tasks: %w", err)
 	}
 	return list.Items, nil
 }
 
-// load is what a hive's tasks ask of its agents.
-type load struct {
-	// busy counts the slots each agent uses: tasks bound to it in the cache, and binds in
-	// flight the cache does not show yet.
-	busy map[string]int
-	// queued counts the tasks waiting for a slot now (lifecycle.Waiting); running the
-	// tasks bound to an agent.
-	queued, running int
-	// retryIn is when the first task backing off starts waiting for a slot: the hive's
-	// load changes then, with no event to say so.
-	retryIn time.Duration
-}
-
-// countLoad counts a hive's load from its unfinished tasks and the binds in flight (by
-// agent key, namespace/name).
-func countLoad(tasks []swarmv1alpha1.Task, inFlight map[string][]types.UID, namespace string, offered []string, now time.Time) load {
-	l := load{busy: map[string]int{}}
-	bound := map[string]map[types.UID]bool{}
-	for i := range tasks {
-		t := &tasks[i]
-		if t.Status.Phase.Bound() {
-			if bound[t.Status.Agent] == nil {
-				bound[t.Status.Agent] = map[types.UID]bool{}
-			}
-			bound[t.Status.Agent][t.UID] = true
-			continue
-		}
-		waiting, retryIn := lifecycle.Waiting(t, offered, now, time.Time{})
-		switch {
-		case waiting:
-			l.queued++
-		case retryIn > 0:
-			l.retryIn = shortest(l.retryIn, retryIn)
-		}
-	}
-	for agent, uids := range inFlight {
-		name := strings.TrimPrefix(agent, namespace+"/")
-		for _, uid := range uids {
-			if bound[name] == nil {
-				bound[name] = map[types.UID]bool{}
-			}
-			if !bound[name][uid] {
-				bound[name][uid] = true
-				l.queued = max(0, l.queued-1) // the bind takes it out of the queue
-			}
-		}
-	}
-	for agent, uids := range bound {
-		l.busy[agent] = len(uids)
-		l.running += len(uids)
-	}
-	return l
-}
-
-func toAgent(p *corev1.Pod, busy int) pool.Agent {
+func toAgent(p *corev1.Pod, tasks int) pool.Agent {
 	since, draining := agentpod.DrainingSince(p)
 	return pool.Agent{
 		Name:          p.Name,
@@ -333,7 +316,7 @@ func toAgent(p *corev1.Pod, busy int) pool.Agent {
 		Terminating:   agentpod.IsTerminating(p),
 		Draining:      draining,
 		DrainingSince: since,
-		Busy:          busy,
+		Tasks:         tasks,
 	}
 }
 
@@ -344,11 +327,8 @@ func (r *HiveReconciler) writeStatus(ctx context.Context, hive *swarmv1alpha1.Hi
 	if hivestatus.Equal(&hive.Status, &status) {
 		return 0, nil
 	}
-	key := client.ObjectKeyFromObject(hive)
-	r.mu.Lock()
-	last := r.lastStatusWrite[key]
-	r.mu.Unlock()
-	if wait := last.Add(r.StatusInterval).Sub(now); wait > 0 && hivestatus.OnlyCountersChanged(&hive.Status, &status) {
+	key := hiveKey(hive)
+	if wait := r.statusWrites.wait(key, now, r.opts.StatusInterval); wait > 0 && hivestatus.OnlyCountersChanged(&hive.Status, &status) {
 		return wait, nil
 	}
 	prev := hive.Status
@@ -359,12 +339,10 @@ func (r *HiveReconciler) writeStatus(ctx context.Context, hive *swarmv1alpha1.Hi
 		return 0, err
 	}
 	hive.Status = status
-	if err := r.Client.Status().Patch(ctx, hive, client.RawPatch(types.MergePatchType, raw)); err != nil {
+	if err := r.client.Status().Patch(ctx, hive, client.RawPatch(types.MergePatchType, raw)); err != nil {
 		return 0, fmt.Errorf("writing hive status: %w", err)
 	}
-	r.mu.Lock()
-	r.lastStatusWrite[key] = now
-	r.mu.Unlock()
+	r.statusWrites.set(key, now)
 	r.statusEvents(hive, &prev, &status)
 	return 0, nil
 }
@@ -373,56 +351,30 @@ func (r *HiveReconciler) writeStatus(ctx context.Context, hive *swarmv1alpha1.Hi
 // records them.
 func (r *HiveReconciler) statusEvents(hive *swarmv1alpha1.Hive, prev, cur *swarmv1alpha1.HiveStatus) {
 	if prev.UpdateRevision != "" && prev.UpdateRevision != cur.UpdateRevision {
-		r.Recorder.Eventf(hive, nil, corev1.EventTypeNormal, "RolloutStarted", "Rollout",
+		r.recorder.Eventf(hive, nil, corev1.EventTypeNormal, "RolloutStarted", "Rollout",
 			"Rolling out revision %s to %d agents", cur.UpdateRevision, cur.DesiredReplicas)
-		if r.Observer != nil {
-			r.Observer.RolloutStarted(hive.Namespace, hive.Name)
+		if r.opts.Metrics != nil {
+			r.opts.Metrics.RolloutStarted(hive.Namespace, hive.Name)
 		}
 	}
 	if prev.CurrentRevision != "" && prev.CurrentRevision != cur.CurrentRevision {
-		r.Recorder.Eventf(hive, nil, corev1.EventTypeNormal, "RolloutComplete", "Rollout",
+		r.recorder.Eventf(hive, nil, corev1.EventTypeNormal, "RolloutComplete", "Rollout",
 			"All agents run revision %s", cur.CurrentRevision)
 	}
 }
 
+// forget drops what the controller remembers of a hive that is gone.
 func (r *HiveReconciler) forget(key types.NamespacedName) {
 	r.expectations.Forget(key.String())
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.lastStatusWrite, key)
-	delete(r.createFailures, key)
-	delete(r.released, key)
-	delete(r.foreign, key)
-	delete(r.scale, key)
-}
-
-func (r *HiveReconciler) now() time.Time { return r.Now() }
-
-// init sets the defaults of the options left unset and the reconciler's memory.
-func (r *HiveReconciler) init() {
-	if r.Now == nil {
-		r.Now = time.Now
-	}
-	if r.DrainSettle <= 0 {
-		r.DrainSettle = time.Second
-	}
-	if r.StatusInterval <= 0 {
-		r.StatusInterval = time.Second
-	}
-	if r.MaxConcurrentReconciles == 0 {
-		r.MaxConcurrentReconciles = 2
-	}
-	r.expectations = expectations.New(time.Minute, r.now)
-	r.lastStatusWrite = map[types.NamespacedName]time.Time{}
-	r.createFailures = map[types.NamespacedName]createFailure{}
-	r.released = map[types.NamespacedName][]*corev1.Pod{}
-	r.foreign = map[types.NamespacedName]map[string]bool{}
-	r.scale = map[types.NamespacedName]scaleState{}
+	r.statusWrites.forget(key)
+	r.createFailures.forget(key)
+	r.leftLabel.forget(key)
+	r.taken.forget(key)
+	r.scaling.forget(key)
 }
 
 // SetupWithManager registers the controller and its watches with the manager.
 func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.init()
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("hive").
 		For(&swarmv1alpha1.Hive{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -431,8 +383,8 @@ func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&rbacv1.Role{}).
 		Owns(&rbacv1.RoleBinding{}).
 		Watches(&corev1.Pod{}, &podHandler{r: r}).
-		Watches(&swarmv1alpha1.Task{}, delayedTaskHandler(r.StatusInterval/2), builder.WithPredicates(taskBindingChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Watches(&swarmv1alpha1.Task{}, delayedTaskHandler(r.opts.StatusInterval/2), builder.WithPredicates(taskBindingChanged())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
 		Complete(r)
 	if err != nil {
 		return fmt.Errorf("setting up the hive controller: %w", err)

@@ -11,8 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -29,7 +29,7 @@ import (
 // is left alone.
 func (r *HiveReconciler) ensurePDB(ctx context.Context, hive *swarmv1alpha1.Hive) error {
 	current := &policyv1.PodDisruptionBudget{}
-	err := r.Client.Get(ctx, client.ObjectKeyFromObject(hive), current)
+	err := r.client.Get(ctx, client.ObjectKeyFromObject(hive), current)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("reading the PodDisruptionBudget: %w", err)
 	}
@@ -37,11 +37,7 @@ func (r *HiveReconciler) ensurePDB(ctx context.Context, hive *swarmv1alpha1.Hive
 	if exists && !metav1.IsControlledBy(current, hive) {
 		return nil
 	}
-	// The schema defaults spec.disruption; a hive stored without it gets the same default.
-	maxUnavailable := intstr.FromInt32(1)
-	if d := hive.Spec.Disruption; d != nil && d.MaxUnavailable != nil {
-		maxUnavailable = *d.MaxUnavailable
-	}
+	maxUnavailable := hive.Spec.DisruptionMaxUnavailableOrDefault()
 	want := policyv1.PodDisruptionBudgetSpec{
 		MaxUnavailable: &maxUnavailable,
 		Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{swarmv1alpha1.LabelHive: hive.Name}},
@@ -66,7 +62,7 @@ func (r *HiveReconciler) ensurePDB(ctx context.Context, hive *swarmv1alpha1.Hive
 	}
 	base := current.DeepCopy()
 	current.Spec.MaxUnavailable, current.Spec.Selector, current.Spec.MinAvailable = want.MaxUnavailable, want.Selector, nil
-	if err := r.Client.Patch(ctx, current, client.MergeFrom(base)); err != nil {
+	if err := r.client.Patch(ctx, current, client.MergeFrom(base)); err != nil {
 		return fmt.Errorf("updating the PodDisruptionBudget: %w", err)
 	}
 	return nil
@@ -76,23 +72,15 @@ func (r *HiveReconciler) ensurePDB(ctx context.Context, hive *swarmv1alpha1.Hive
 // hive does not own: its own would be in the cache), it is left alone and not tried again
 // until the hive changes.
 func (r *HiveReconciler) createOwned(ctx context.Context, hive *swarmv1alpha1.Hive, obj client.Object) error {
-	key := client.ObjectKeyFromObject(hive)
+	key := hiveKey(hive)
 	id := fmt.Sprintf("%T/%s/%d", obj, obj.GetName(), hive.Generation)
-	r.mu.Lock()
-	taken := r.foreign[key][id]
-	r.mu.Unlock()
-	if taken {
+	if r.taken.taken(key, id) {
 		return nil
 	}
-	err := r.Client.Create(ctx, obj)
+	err := r.client.Create(ctx, obj)
 	if apierrors.IsAlreadyExists(err) {
-		r.mu.Lock()
-		if r.foreign[key] == nil {
-			r.foreign[key] = map[string]bool{}
-		}
-		r.foreign[key][id] = true
-		r.mu.Unlock()
-		log.FromContext(ctx).Info("an object the hive would own already exists; leaving it alone", "kind", fmt.Sprintf("%T", obj), "name", obj.GetName())
+		r.taken.mark(key, id)
+		log.FromContext(ctx).Info("an object the hive would own already exists; leaving it alone", "hive", klog.KObj(hive), "kind", fmt.Sprintf("%T", obj), "name", obj.GetName())
 		return nil
 	}
 	if err != nil {
@@ -138,20 +126,6 @@ func taskBindingChanged() predicate.Predicate {
 	return updatesWhere(func(o, n *swarmv1alpha1.Task) bool {
 		return o.Status.Phase != n.Status.Phase || o.Status.Agent != n.Status.Agent || o.Spec.Cancel != n.Spec.Cancel
 	})
-}
-
-func ptrValue[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
-}
-
-func durationValue(d *metav1.Duration, def time.Duration) time.Duration {
-	if d == nil {
-		return def
-	}
-	return d.Duration
 }
 
 func jsonMarshal(v any) ([]byte, error) {

@@ -14,8 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
@@ -27,69 +29,82 @@ import (
 // maxCreateBackoff caps the wait between attempts to create pods from a refused template.
 const maxCreateBackoff = 5 * time.Minute
 
+// podWrites is what carrying out a plan did not manage.
+type podWrites struct {
+	// createErr is the API server's refusal of a pod creation, which the status reports
+	// (and which is retried with its own backoff).
+	createErr error
+	// failed are the other failed writes, for which the reconcile is retried; the retry
+	// recomputes the plan from what the cache then shows.
+	failed []error
+}
+
 // carryOut performs a plan: deletions, drain marks, and creations in slow-start batches.
-// Every write is recorded as an expectation once it succeeds. It returns the API server's
-// refusal of a pod creation, which the status reports (and which is retried with its own
-// backoff), and the other failed writes, for which the reconcile is retried; the retry
-// recomputes the plan from what the cache then shows.
-func (r *HiveReconciler) carryOut(ctx context.Context, hive *swarmv1alpha1.Hive, spec pool.Spec, plan pool.Plan, pods map[string]*corev1.Pod) (createErr, writeErr error) {
-	key := client.ObjectKeyFromObject(hive).String()
-	var failed []error
+// Every write is recorded as an expectation once it succeeds.
+func (r *HiveReconciler) carryOut(ctx context.Context, hive *swarmv1alpha1.Hive, spec pool.Spec, plan pool.Plan, pods map[string]*corev1.Pod) podWrites {
+	key := hiveKey(hive)
+	logger := log.FromContext(ctx)
+	var w podWrites
 
 	for _, d := range plan.Delete {
 		pod := pods[d.Name]
-		err := r.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID})
+		err := r.client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID})
 		if err != nil && !apierrors.IsNotFound(err) {
-			failed = append(failed, fmt.Errorf("deleting agent %s: %w", pod.Name, err))
+			w.failed = append(w.failed, fmt.Errorf("deleting agent %s: %w", pod.Name, err))
 			continue
 		}
-		r.expectations.Expect(key, pod.Name, expectations.Delete, pod.UID)
-		r.Recorder.Eventf(hive, pod, corev1.EventTypeNormal, "AgentDeleted", "Delete", "Deleted agent %s: %s", pod.Name, deleteNote(d.Reason))
+		r.expectations.Expect(key.String(), pod.Name, expectations.Delete, pod.UID)
+		logger.V(2).Info("deleted an agent", "hive", klog.KObj(hive), "agent", klog.KObj(pod), "reason", d.Reason)
+		r.recorder.Eventf(hive, pod, corev1.EventTypeNormal, "AgentDeleted", "Delete", "Deleted agent %s: %s", pod.Name, deleteNote(d.Reason))
 	}
 
 	if len(plan.Drain) > 0 {
-		stamp := r.now().UTC().Format(time.RFC3339Nano)
+		stamp := r.opts.Now().UTC().Format(time.RFC3339Nano)
 		for _, name := range plan.Drain {
 			if err := r.setDraining(ctx, pods[name], &stamp); err != nil {
-				failed = append(failed, fmt.Errorf("marking agent draining: %w", err))
+				w.failed = append(w.failed, fmt.Errorf("marking agent draining: %w", err))
 				continue
 			}
-			r.expectations.Expect(key, name, expectations.Drain, "")
+			r.expectations.Expect(key.String(), name, expectations.Drain, "")
 		}
-		r.Recorder.Eventf(hive, nil, corev1.EventTypeNormal, "Draining", "Drain",
+		logger.V(2).Info("draining agents", "hive", klog.KObj(hive), "agents", plan.Drain)
+		r.recorder.Eventf(hive, nil, corev1.EventTypeNormal, "Draining", "Drain",
 			"Draining %s (%s): no new tasks, deleted once idle", countAgents(len(plan.Drain)), strings.Join(plan.Drain, ", "))
 	}
 	for _, name := range plan.Undrain {
 		if err := r.setDraining(ctx, pods[name], nil); err != nil {
-			failed = append(failed, fmt.Errorf("taking agent back from draining: %w", err))
+			w.failed = append(w.failed, fmt.Errorf("taking agent back from draining: %w", err))
 			continue
 		}
-		r.expectations.Expect(key, name, expectations.Undrain, "")
-		r.Recorder.Eventf(hive, pods[name], corev1.EventTypeNormal, "Undrained", "Drain", "Agent %s takes tasks again", name)
+		r.expectations.Expect(key.String(), name, expectations.Undrain, "")
+		logger.V(2).Info("took an agent back from draining", "hive", klog.KObj(hive), "agent", name)
+		r.recorder.Eventf(hive, pods[name], corev1.EventTypeNormal, "Undrained", "Drain", "Agent %s takes tasks again", name)
 	}
 
-	writeErr = errors.Join(failed...)
 	if plan.Create == 0 {
-		r.clearCreateFailures(client.ObjectKeyFromObject(hive))
-		return nil, writeErr
+		r.createFailures.forget(key)
+		return w
 	}
-	if wait := r.createBackoff(client.ObjectKeyFromObject(hive), r.now()); wait > 0 && r.sameGeneration(hive) {
-		return r.lastCreateError(client.ObjectKeyFromObject(hive)), writeErr
+	if refusal, ok := r.createFailures.refusal(hive, r.opts.Now()); ok {
+		w.createErr = refusal
+		return w
 	}
 	created, err := r.createAgents(ctx, hive, spec.UpdateRevision, plan.Create)
 	for _, name := range created {
-		r.expectations.Expect(key, name, expectations.Create, "")
+		r.expectations.Expect(key.String(), name, expectations.Create, "")
 	}
 	if len(created) > 0 {
-		r.Recorder.Eventf(hive, nil, corev1.EventTypeNormal, "AgentsCreated", "Create", "Created %s of revision %s", countAgents(len(created)), spec.UpdateRevision)
+		logger.V(2).Info("created agents", "hive", klog.KObj(hive), "count", len(created), "revision", spec.UpdateRevision)
+		r.recorder.Eventf(hive, nil, corev1.EventTypeNormal, "AgentsCreated", "Create", "Created %s of revision %s", countAgents(len(created)), spec.UpdateRevision)
 	}
 	if err != nil {
-		r.recordCreateFailure(hive, err, len(created) > 0)
-		r.Recorder.Eventf(hive, nil, corev1.EventTypeWarning, "PodCreateFailed", "Create", "Creating an agent pod failed: %v", err)
-		return err, writeErr
+		r.createFailures.record(hive, err, len(created) > 0, r.opts.Now())
+		r.recorder.Eventf(hive, nil, corev1.EventTypeWarning, "PodCreateFailed", "Create", "Creating an agent pod failed: %v", err)
+		w.createErr = err
+		return w
 	}
-	r.clearCreateFailures(client.ObjectKeyFromObject(hive))
-	return nil, writeErr
+	r.createFailures.forget(key)
+	return w
 }
 
 // createAgents creates n agent pods in batches of 1, 2, 4, ..., stopping at the first batch
@@ -106,7 +121,7 @@ func (r *HiveReconciler) createAgents(ctx context.Context, hive *swarmv1alpha1.H
 		for range size {
 			wg.Go(func() {
 				pod := agentpod.Build(hive, rev)
-				err := r.Client.Create(ctx, pod)
+				err := r.client.Create(ctx, pod)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -136,7 +151,7 @@ func (r *HiveReconciler) setDraining(ctx context.Context, pod *corev1.Pod, stamp
 	if err != nil {
 		return err
 	}
-	if err := r.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, raw)); err != nil {
+	if err := r.client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, raw)); err != nil {
 		return fmt.Errorf("patching agent %s: %w", pod.Name, err)
 	}
 	return nil
@@ -164,53 +179,33 @@ func deleteNote(reason pool.DeleteReason) string {
 	return string(reason)
 }
 
-// recordCreateFailure counts a failed creation attempt. Only attempts that created nothing
-// grow the backoff: a refused template fails every time, while a passing error (a server
-// hiccup) in an attempt that made progress should not slow the next one.
-func (r *HiveReconciler) recordCreateFailure(hive *swarmv1alpha1.Hive, err error, progressed bool) {
-	key := client.ObjectKeyFromObject(hive)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f := r.createFailures[key]
-	if f.generation != hive.Generation || progressed {
-		f = createFailure{generation: hive.Generation}
+// agentPods returns the pods the hive controls, adopting orphans that carry its label.
+func (r *HiveReconciler) agentPods(ctx context.Context, hive *swarmv1alpha1.Hive) ([]*corev1.Pod, error) {
+	list := &corev1.PodList{}
+	if err := r.client.List(ctx, list, client.InNamespace(hive.Namespace), client.MatchingFields{IndexPodHive: hive.Name}); err != nil {
+		return nil, fmt.Errorf("listing agent pods: %w", err)
 	}
-	f.count++
-	f.at = r.now()
-	f.err = err
-	r.createFailures[key] = f
-}
-
-func (r *HiveReconciler) clearCreateFailures(key types.NamespacedName) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.createFailures, key)
-}
-
-// createBackoff is how long from now to wait before creating pods again after failures:
-// 1s, 2s, 4s, ... up to maxCreateBackoff after the last one. A new generation of the hive
-// (a fixed template) retries at once.
-func (r *HiveReconciler) createBackoff(key types.NamespacedName, now time.Time) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f, ok := r.createFailures[key]
-	if !ok || f.count == 0 {
-		return 0
+	var pods, orphans []*corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		ref := metav1.GetControllerOf(p)
+		switch {
+		case ref == nil:
+			if p.DeletionTimestamp == nil {
+				orphans = append(orphans, p)
+			}
+		case ref.UID == hive.UID:
+			pods = append(pods, p)
+		}
 	}
-	return max(0, f.at.Add(min(time.Second<<min(f.count-1, 20), maxCreateBackoff)).Sub(now))
-}
-
-func (r *HiveReconciler) sameGeneration(hive *swarmv1alpha1.Hive) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f, ok := r.createFailures[client.ObjectKeyFromObject(hive)]
-	return ok && f.generation == hive.Generation
-}
-
-func (r *HiveReconciler) lastCreateError(key types.NamespacedName) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.createFailures[key].err
+	if len(orphans) > 0 {
+		adopted, err := r.adopt(ctx, hive, orphans)
+		if err != nil {
+			return nil, err
+		}
+		pods = append(pods, adopted...)
+	}
+	return pods, nil
 }
 
 // adopt takes orphan pods carrying the hive's label under its control, as a ReplicaSet
@@ -218,7 +213,7 @@ func (r *HiveReconciler) lastCreateError(key types.NamespacedName) error {
 // could hold a hive deleted and recreated under the same name).
 func (r *HiveReconciler) adopt(ctx context.Context, hive *swarmv1alpha1.Hive, orphans []*corev1.Pod) ([]*corev1.Pod, error) {
 	fresh := &swarmv1alpha1.Hive{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(hive), fresh); err != nil {
+	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(hive), fresh); err != nil {
 		return nil, fmt.Errorf("checking the hive before adopting pods: %w", err)
 	}
 	if fresh.UID != hive.UID || fresh.DeletionTimestamp != nil {
@@ -228,35 +223,33 @@ func (r *HiveReconciler) adopt(ctx context.Context, hive *swarmv1alpha1.Hive, or
 	for _, pod := range orphans {
 		base := pod.DeepCopy()
 		pod.OwnerReferences = append(pod.OwnerReferences, *metav1.NewControllerRef(hive, swarmv1alpha1.GroupVersion.WithKind("Hive")))
-		if err := r.Client.Patch(ctx, pod, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := r.client.Patch(ctx, pod, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 				continue
 			}
 			return nil, fmt.Errorf("adopting pod %s: %w", pod.Name, err)
 		}
-		r.Recorder.Eventf(hive, pod, corev1.EventTypeNormal, "AgentAdopted", "Adopt",
+		r.recorder.Eventf(hive, pod, corev1.EventTypeNormal, "AgentAdopted", "Adopt",
 			"Adopted pod %s: it carries the hive's label and had no controller", pod.Name)
 		adopted = append(adopted, pod)
 	}
 	return adopted, nil
 }
 
-// releasePods removes the hive's controller reference from pods that lost its label, as a
-// ReplicaSet does, so that a pod taken out of a hive by relabelling survives as an orphan
-// (and a replacement is created) instead of being garbage-collected with the hive.
-func (r *HiveReconciler) releasePods(ctx context.Context, hive *swarmv1alpha1.Hive) error {
-	key := client.ObjectKeyFromObject(hive)
-	r.mu.Lock()
-	pods := r.released[key]
-	delete(r.released, key)
-	r.mu.Unlock()
+// disownRelabelled removes the hive's controller reference from its pods that lost its
+// label, as a ReplicaSet does, so that a pod taken out of a hive by relabelling lives on as
+// an orphan (and a replacement is created) instead of being garbage-collected with the
+// hive.
+func (r *HiveReconciler) disownRelabelled(ctx context.Context, hive *swarmv1alpha1.Hive) error {
+	key := hiveKey(hive)
+	pods := r.leftLabel.take(key)
 	for i, pod := range pods {
 		fresh := &corev1.Pod{}
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(pod), fresh); err != nil {
+		if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(pod), fresh); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue
 			}
-			r.requeueRelease(key, pods[i:])
+			r.leftLabel.add(key, pods[i:]...)
 			return fmt.Errorf("reading relabelled pod %s: %w", pod.Name, err)
 		}
 		if _, labelled := fresh.Labels[swarmv1alpha1.LabelHive]; labelled {
@@ -267,28 +260,23 @@ func (r *HiveReconciler) releasePods(ctx context.Context, hive *swarmv1alpha1.Hi
 		if len(fresh.OwnerReferences) == len(base.OwnerReferences) {
 			continue
 		}
-		if err := r.Client.Patch(ctx, fresh, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := r.client.Patch(ctx, fresh, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue
 			}
-			r.requeueRelease(key, pods[i:])
-			return fmt.Errorf("releasing pod %s: %w", pod.Name, err)
+			r.leftLabel.add(key, pods[i:]...)
+			return fmt.Errorf("disowning pod %s: %w", pod.Name, err)
 		}
-		r.Recorder.Eventf(hive, fresh, corev1.EventTypeNormal, "AgentReleased", "Release",
-			"Released pod %s: its hive label was removed; a replacement is created", fresh.Name)
+		log.FromContext(ctx).V(2).Info("disowned a relabelled pod", "hive", klog.KObj(hive), "pod", klog.KObj(fresh))
+		r.recorder.Eventf(hive, fresh, corev1.EventTypeNormal, "AgentOrphaned", "Disown",
+			"Disowned pod %s: its hive label was removed; a replacement is created", fresh.Name)
 	}
 	return nil
 }
 
-func (r *HiveReconciler) requeueRelease(key types.NamespacedName, pods []*corev1.Pod) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.released[key] = append(r.released[key], pods...)
-}
-
 // podHandler maps pod events to the hive that controls the pod, or whose label an orphan
 // carries. A controlled pod that drops out of the label-filtered cache is queued for a check
-// that it was deleted rather than relabelled (then it is released).
+// that it was deleted rather than relabelled (then it is disowned).
 type podHandler struct{ r *HiveReconciler }
 
 func (h *podHandler) hiveOf(pod *corev1.Pod) (types.NamespacedName, bool) {
@@ -332,7 +320,7 @@ func (h *podHandler) Delete(_ context.Context, e event.DeleteEvent, q workqueue.
 	// labels: only a read of the pod tells the two apart. Deletions are rare enough for
 	// that read, which the next reconcile makes.
 	if _, controlled := agentpod.ControllerHive(pod); controlled {
-		h.r.requeueRelease(key, []*corev1.Pod{pod})
+		h.r.leftLabel.add(key, pod)
 	}
 	q.Add(reconcile.Request{NamespacedName: key})
 }

@@ -105,8 +105,7 @@ func newUnitHiveReconciler(c client.Client, now *time.Time) (*HiveReconciler, *e
 	if now != nil {
 		clock = func() time.Time { return *now }
 	}
-	r := &HiveReconciler{Client: c, APIReader: c, Recorder: rec, Now: clock, DrainSettle: time.Second, StatusInterval: time.Second}
-	r.init()
+	r := NewHiveReconciler(c, c, rec, HiveOptions{Now: clock, DrainSettle: time.Second, StatusInterval: time.Second})
 	return r, rec
 }
 
@@ -268,7 +267,7 @@ func TestHiveReportsWhatTheAPIServerRefused(t *testing.T) {
 			}
 			server := fakeAPIServer(append([]client.Object{h}, tc.objs...)...)
 			r, _ := newUnitHiveReconciler(interceptor.NewClient(server, tc.funcs), nil)
-			r.APIReader = interceptor.NewClient(server, tc.reader)
+			r.apiReader = interceptor.NewClient(server, tc.reader)
 			_, err := reconcileUnitHive(r, h)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("reconcile = %v; want an error saying %q", err, tc.want)
@@ -359,7 +358,7 @@ func TestHiveAdoptsNoOrphanForAHiveRecreatedUnderItsName(t *testing.T) {
 	fresh.UID = "new-hive-uid"
 	c := fakeAPIServer(stale, orphanOf(stale, "orphan"))
 	r, rec := newUnitHiveReconciler(c, nil)
-	r.APIReader = fakeAPIServer(fresh)
+	r.apiReader = fakeAPIServer(fresh)
 	if _, err := reconcileUnitHive(r, stale); err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +393,7 @@ func TestHiveLeavesAnOrphanThatChangedWhileBeingAdopted(t *testing.T) {
 	}
 }
 
-func TestHiveReleasesAPodThatLostItsLabel(t *testing.T) {
+func TestHiveDisownsAPodThatLostItsLabel(t *testing.T) {
 	hive := unitHive()
 	unlabelled := func(p *corev1.Pod) *corev1.Pod {
 		delete(p.Labels, swarmv1alpha1.LabelHive)
@@ -412,7 +411,7 @@ func TestHiveReleasesAPodThatLostItsLabel(t *testing.T) {
 		"deleted after all":          {},
 		"deleted during the release": {pod: unlabelled(agentPodOf(hive, hive, "p")), patchAnswer: notFoundError("p"), wantOwned: true},
 		// The release is tried again on the next pass, which lands it.
-		"refused once": {pod: unlabelled(agentPodOf(hive, hive, "p")), patchAnswer: internalError(), wantErr: "releasing pod p"},
+		"refused once": {pod: unlabelled(agentPodOf(hive, hive, "p")), patchAnswer: internalError(), wantErr: "disowning pod p"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -454,9 +453,9 @@ func TestHiveReleasesAPodThatLostItsLabel(t *testing.T) {
 			if owned := metav1.IsControlledBy(p, hive); owned != tc.wantOwned {
 				t.Errorf("pod controlled by the hive: %v, want %v (owners %v)", owned, tc.wantOwned, p.OwnerReferences)
 			}
-			released := anyContains(recorded(rec), "AgentReleased")
+			released := anyContains(recorded(rec), "AgentOrphaned")
 			if wantEvent := tc.pod != nil && !tc.wantOwned && metav1.IsControlledBy(tc.pod, hive); released != wantEvent {
-				t.Errorf("AgentReleased event: %v, want %v", released, wantEvent)
+				t.Errorf("AgentOrphaned event: %v, want %v", released, wantEvent)
 			}
 		})
 	}

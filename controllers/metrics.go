@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -11,27 +10,29 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/lifecycle"
 	"github.com/aihub-dev/hive-operator/internal/metrics"
 )
 
-// metricsObserver turns the controllers' observations into metrics.
-type metricsObserver struct{}
+// prometheusMetrics turns the controllers' decisions into the operator's Prometheus
+// metrics (internal/metrics).
+type prometheusMetrics struct{}
 
-func (metricsObserver) Bound(namespace, hive string, wait time.Duration) {
+func (prometheusMetrics) Bound(namespace, hive string, wait time.Duration) {
 	metrics.QueueWait.WithLabelValues(namespace, hive).Observe(wait.Seconds())
 }
 
-func (metricsObserver) AttemptFailed(namespace, hive, reason string) {
+func (prometheusMetrics) AttemptFailed(namespace, hive, reason string) {
 	if reason == swarmv1alpha1.ReasonAgentLost {
 		metrics.AgentLosses.WithLabelValues(namespace, hive).Inc()
 	}
 }
 
-func (metricsObserver) Scaled(namespace, hive, direction string) {
+func (prometheusMetrics) Scaled(namespace, hive, direction string) {
 	metrics.ScaleEvents.WithLabelValues(namespace, hive, direction).Inc()
 }
 
-func (metricsObserver) RolloutStarted(namespace, hive string) {
+func (prometheusMetrics) RolloutStarted(namespace, hive string) {
 	metrics.Rollouts.WithLabelValues(namespace, hive).Inc()
 }
 
@@ -71,12 +72,11 @@ func observeTransition(oldObj, newObj any) {
 			metrics.RunTime.WithLabelValues(n.Namespace, n.Spec.Hive, string(n.Status.Phase)).
 				Observe(n.Status.FinishedAt.Sub(n.Status.AssignedAt.Time).Seconds())
 		}
-	case o.Status.Phase.Bound() && (n.Status.Phase == swarmv1alpha1.TaskPending || n.Status.Phase == ""):
-		// A failed attempt names itself in the AttemptFailed condition; a release (an agent
-		// shutting down) leaves the condition as it was.
+	case o.Status.Phase.Bound() && lifecycle.IsQueued(n):
+		// A failed attempt counts in failedAttempts and names its reason in the
+		// AttemptFailed condition; a release (an agent giving the task back) does neither.
 		reason := "Released"
-		if c := meta.FindStatusCondition(n.Status.Conditions, swarmv1alpha1.TaskAttemptFailed); c != nil &&
-			strings.HasPrefix(c.Message, fmt.Sprintf("attempt %d ", o.Status.Attempt)) {
+		if c := meta.FindStatusCondition(n.Status.Conditions, swarmv1alpha1.TaskAttemptFailed); c != nil && n.Status.FailedAttempts > o.Status.FailedAttempts {
 			reason = c.Reason
 		}
 		metrics.Retries.WithLabelValues(n.Namespace, n.Spec.Hive, reason).Inc()

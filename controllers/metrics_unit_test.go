@@ -46,7 +46,7 @@ func TestMetricsObserverCountsWhatTheControllersReport(t *testing.T) {
 		}
 	}
 	before := read()
-	var o metricsObserver
+	var o prometheusMetrics
 	o.Bound("ns", hive, 2*time.Second)
 	o.AttemptFailed("ns", hive, swarmv1alpha1.ReasonAgentLost)
 	o.AttemptFailed("ns", hive, swarmv1alpha1.ReasonTimedOut) // counted with the outcomes, not as a loss
@@ -83,14 +83,15 @@ func TestTaskTransitionsAreCountedByWhatTheyMean(t *testing.T) {
 		},
 		"an attempt timed out and is retried": {
 			to: func(t *swarmv1alpha1.Task) *swarmv1alpha1.Task {
-				t.Status.Phase, t.Status.Agent = swarmv1alpha1.TaskPending, ""
+				t.Status.Phase, t.Status.Agent, t.Status.FailedAttempts = swarmv1alpha1.TaskPending, "", 1
 				t.Status.Conditions = []metav1.Condition{{Type: swarmv1alpha1.TaskAttemptFailed, Status: metav1.ConditionTrue,
 					Reason: swarmv1alpha1.ReasonTimedOut, Message: "attempt 2 ran longer than its timeout"}}
 				return t
 			},
 			want: map[string]float64{"retried after timing out": 1},
 		},
-		// A condition left by an earlier attempt says nothing of this one: a release.
+		// A condition left by an earlier attempt says nothing of this one: with no failure
+		// counted, it is a release.
 		"an agent released its task": {
 			to: func(t *swarmv1alpha1.Task) *swarmv1alpha1.Task {
 				t.Status.Phase, t.Status.Agent = swarmv1alpha1.TaskPending, ""

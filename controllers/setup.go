@@ -97,41 +97,22 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("adding the task metrics: %w", err)
 	}
 	ledger := dispatch.NewLedger()
-	hives := &HiveReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder("hive-controller"),
-		Now:                     o.Now,
-		DrainSettle:             o.DrainSettle,
-		StatusInterval:          o.StatusInterval,
-		MaxConcurrentReconciles: o.HiveConcurrency,
-		Observer:                metricsObserver{},
-		Bindings:                ledger,
-	}
+	hives := NewHiveReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("hive-controller"), HiveOptions{
+		Now: o.Now, DrainSettle: o.DrainSettle, StatusInterval: o.StatusInterval,
+		MaxConcurrentReconciles: o.HiveConcurrency, Bindings: ledger, Metrics: prometheusMetrics{},
+	})
 	if err := hives.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	dispatcher := &Dispatcher{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Ledger:                  ledger,
-		Now:                     o.Now,
-		BindConcurrency:         o.BindConcurrency,
-		MaxConcurrentReconciles: o.DispatchConcurrency,
-		Observer:                metricsObserver{},
-	}
+	dispatcher := NewDispatcher(mgr.GetClient(), mgr.GetAPIReader(), ledger, DispatchOptions{
+		Now: o.Now, BindConcurrency: o.BindConcurrency, MaxConcurrentReconciles: o.DispatchConcurrency, Metrics: prometheusMetrics{},
+	})
 	if err := dispatcher.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	tasks := &TaskReconciler{
-		Client:                   mgr.GetClient(),
-		Recorder:                 mgr.GetEventRecorder("task-controller"),
-		Now:                      o.Now,
-		AgentLostGrace:           o.AgentLostGrace,
-		TimeoutGrace:             o.TimeoutGrace,
-		MissingDependencyTimeout: o.MissingDependencyTimeout,
-		MaxConcurrentReconciles:  o.TaskConcurrency,
-		Observer:                 metricsObserver{},
-	}
+	tasks := NewTaskReconciler(mgr.GetClient(), mgr.GetEventRecorder("task-controller"), TaskOptions{
+		Now: o.Now, AgentLostGrace: o.AgentLostGrace, TimeoutGrace: o.TimeoutGrace,
+		MissingDependencyTimeout: o.MissingDependencyTimeout, MaxConcurrentReconciles: o.TaskConcurrency, Metrics: prometheusMetrics{},
+	})
 	return tasks.SetupWithManager(mgr)
 }

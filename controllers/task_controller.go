@@ -9,12 +9,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
@@ -28,8 +30,13 @@ import (
 // requeues the tasks of lost agents, cancels queued tasks, and deletes finished tasks past
 // their TTL. Binding is the Dispatcher's; running and finishing are the agent's.
 type TaskReconciler struct {
-	Client   client.Client
-	Recorder events.EventRecorder
+	client   client.Client
+	recorder events.EventRecorder
+	opts     TaskOptions
+}
+
+// TaskOptions configure a TaskReconciler.
+type TaskOptions struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// AgentLostGrace is how long an agent may stay not ready before its tasks are requeued.
@@ -42,22 +49,44 @@ type TaskReconciler struct {
 	MissingDependencyTimeout time.Duration
 	// MaxConcurrentReconciles is the number of tasks reconciled at once. Default 8.
 	MaxConcurrentReconciles int
-	// Observer, when set, is told of attempts that failed or were requeued (for metrics).
-	Observer TaskObserver
+	// Metrics, when set, is told of the attempts the operator fails.
+	Metrics TaskMetrics
 }
 
-// TaskObserver is told of the operator's task decisions, for metrics.
-type TaskObserver interface {
+// TaskMetrics is told of the operator's task decisions.
+type TaskMetrics interface {
 	// AttemptFailed is called when the operator fails an attempt (TimedOut, AgentLost).
 	AttemptFailed(namespace, hive, reason string)
 }
 
+// NewTaskReconciler returns a task controller that reads from c (the manager's cache) and
+// writes with it.
+func NewTaskReconciler(c client.Client, recorder events.EventRecorder, opts TaskOptions) *TaskReconciler {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.AgentLostGrace <= 0 {
+		opts.AgentLostGrace = 15 * time.Second
+	}
+	if opts.TimeoutGrace <= 0 {
+		opts.TimeoutGrace = 2 * time.Second
+	}
+	if opts.MissingDependencyTimeout <= 0 {
+		opts.MissingDependencyTimeout = 5 * time.Minute
+	}
+	if opts.MaxConcurrentReconciles <= 0 {
+		opts.MaxConcurrentReconciles = 8
+	}
+	return &TaskReconciler{client: c, recorder: recorder, opts: opts}
+}
+
 // +kubebuilder:rbac:groups=swarm.aihub.dev,resources=tasks,verbs=get;list;watch;delete
 
-// Reconcile applies the operator's rules to one task.
+// Reconcile applies the operator's rules to one task: observe its surroundings in the
+// cache, decide (internal/lifecycle), write the decision.
 func (r *TaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	task := &swarmv1alpha1.Task{}
-	if err := r.Client.Get(ctx, req.NamespacedName, task); err != nil {
+	if err := r.client.Get(ctx, req.NamespacedName, task); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, nil
 		}
@@ -67,16 +96,23 @@ func (r *TaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	d := lifecycle.Decide(task, obs)
+	return r.apply(ctx, task, lifecycle.Decide(task, obs))
+}
 
+// apply writes a decision: the deletion of an expired task, or its new status (a
+// compare-and-swap: a task that changed meanwhile is decided again from its new version,
+// which the watch delivers), then the decision's event.
+func (r *TaskReconciler) apply(ctx context.Context, task *swarmv1alpha1.Task, d lifecycle.Decision) (ctrl.Result, error) {
+	logger := log.FromContext(ctx).WithValues("task", klog.KObj(task))
 	if d.Delete {
 		uid, rv := task.UID, task.ResourceVersion
-		if err := r.Client.Delete(ctx, task, client.Preconditions{UID: &uid, ResourceVersion: &rv}); err != nil && !apierrors.IsNotFound(err) {
+		if err := r.client.Delete(ctx, task, client.Preconditions{UID: &uid, ResourceVersion: &rv}); err != nil && !apierrors.IsNotFound(err) {
 			if apierrors.IsConflict(err) {
 				return ctrl.Result{RequeueAfter: time.Second}, nil
 			}
 			return ctrl.Result{}, fmt.Errorf("deleting expired task: %w", err)
 		}
+		logger.V(2).Info("deleted a task past its TTL")
 		return ctrl.Result{}, nil
 	}
 	if d.Status != nil {
@@ -86,28 +122,29 @@ func (r *TaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		if err != nil {
 			return ctrl.Result{}, fmt.Errorf("writing task status: %w", err)
 		}
-		if err := r.Client.Status().Patch(ctx, next, patch); err != nil {
+		if err := r.client.Status().Patch(ctx, next, patch); err != nil {
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-				// The task changed (often its agent finished it): decide again from the
-				// new version, which the watch delivers.
+				logger.V(2).Info("the task changed before its status was written; deciding again", "phase", d.Status.Phase)
 				return ctrl.Result{}, nil
 			}
 			return ctrl.Result{}, fmt.Errorf("writing task status: %w", err)
 		}
-		if r.Observer != nil && d.Event != nil && (d.Event.Reason == swarmv1alpha1.ReasonTimedOut || d.Event.Reason == swarmv1alpha1.ReasonAgentLost) {
-			r.Observer.AttemptFailed(task.Namespace, task.Spec.Hive, d.Event.Reason)
+		logger.V(2).Info("task status written", "from", task.Status.Phase, "to", d.Status.Phase,
+			"attempt", d.Status.Attempt, "failedAttempts", d.Status.FailedAttempts, "message", d.Status.Message)
+		if r.opts.Metrics != nil && d.Event != nil && (d.Event.Reason == swarmv1alpha1.ReasonTimedOut || d.Event.Reason == swarmv1alpha1.ReasonAgentLost) {
+			r.opts.Metrics.AttemptFailed(task.Namespace, task.Spec.Hive, d.Event.Reason)
 		}
 	}
 	if d.Event != nil {
-		r.Recorder.Eventf(task, nil, d.Event.Type, d.Event.Reason, "Reconcile", "%s", d.Event.Message)
+		r.recorder.Eventf(task, nil, d.Event.Type, d.Event.Reason, "Reconcile", "%s", d.Event.Message)
 	}
 	return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
 }
 
 // observe gathers what the decision needs from the cache.
 func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) (lifecycle.Observed, error) {
-	obs := lifecycle.Observed{Now: r.Now(), AgentLostGrace: r.AgentLostGrace, TimeoutGrace: r.TimeoutGrace,
-		MissingDependencyTimeout: r.MissingDependencyTimeout}
+	obs := lifecycle.Observed{Now: r.opts.Now(), AgentLostGrace: r.opts.AgentLostGrace, TimeoutGrace: r.opts.TimeoutGrace,
+		MissingDependencyTimeout: r.opts.MissingDependencyTimeout}
 	switch {
 	case task.Status.Phase.Finished():
 		if task.Spec.TTLSecondsAfterFinished != nil {
@@ -120,7 +157,7 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 		return obs, nil
 	case task.Status.Phase.Bound():
 		pod := &corev1.Pod{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Status.Agent}, pod)
+		err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Status.Agent}, pod)
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
@@ -133,7 +170,7 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 		return obs, nil
 	}
 	hive := &swarmv1alpha1.Hive{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Spec.Hive}, hive)
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Spec.Hive}, hive)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
@@ -141,7 +178,7 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 	default:
 		obs.Hive = hive
 	}
-	deps, err := dependencies(ctx, r.Client, task)
+	deps, err := dependencies(ctx, r.client, task)
 	if err != nil {
 		return obs, err
 	}
@@ -151,7 +188,7 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 			t := task
 			if name != task.Name {
 				t = &swarmv1alpha1.Task{}
-				if err := r.Client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: name}, t); err != nil {
+				if err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: name}, t); err != nil {
 					return nil, false
 				}
 			}
@@ -167,7 +204,7 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 // unfinishedDependents counts the tasks that depend on a task and have not finished.
 func (r *TaskReconciler) unfinishedDependents(ctx context.Context, task *swarmv1alpha1.Task) (int, error) {
 	list := &swarmv1alpha1.TaskList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(task.Namespace), client.MatchingFields{IndexTaskDependsOn: task.Name},
+	if err := r.client.List(ctx, list, client.InNamespace(task.Namespace), client.MatchingFields{IndexTaskDependsOn: task.Name},
 		client.UnsafeDisableDeepCopy); err != nil {
 		return 0, fmt.Errorf("listing the tasks that depend on %s: %w", task.Name, err)
 	}
@@ -198,42 +235,16 @@ func dependencies(ctx context.Context, c client.Reader, t *swarmv1alpha1.Task) (
 
 // agentState is what a bound task's agent pod tells of the agent.
 func agentState(pod *corev1.Pod) lifecycle.AgentState {
-	s := lifecycle.AgentState{
-		Found: true, Ready: agentpod.IsReady(pod), Finished: agentpod.IsFinished(pod),
+	return lifecycle.AgentState{
+		Found: true, Ready: agentpod.IsReady(pod), NotReadySince: agentpod.NotReadySince(pod), Finished: agentpod.IsFinished(pod),
 		// A terminating agent may be finishing its tasks within its grace period: it is
 		// lost once the pod is gone or the grace period is over.
 		Terminating: agentpod.IsTerminating(pod), GraceEnds: agentpod.GraceEnds(pod),
 	}
-	if !s.Ready {
-		// Pod timestamps carry whole seconds: count from the end of that second, so the
-		// grace is never cut short.
-		s.NotReadySince = pod.CreationTimestamp.Add(time.Second)
-		for _, c := range pod.Status.Conditions {
-			if c.Type == corev1.PodReady && !c.LastTransitionTime.IsZero() {
-				s.NotReadySince = c.LastTransitionTime.Add(time.Second)
-			}
-		}
-	}
-	return s
 }
 
 // SetupWithManager registers the controller and its watches.
 func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.Now == nil {
-		r.Now = time.Now
-	}
-	if r.AgentLostGrace <= 0 {
-		r.AgentLostGrace = 15 * time.Second
-	}
-	if r.TimeoutGrace <= 0 {
-		r.TimeoutGrace = 2 * time.Second
-	}
-	if r.MissingDependencyTimeout <= 0 {
-		r.MissingDependencyTimeout = 5 * time.Minute
-	}
-	if r.MaxConcurrentReconciles <= 0 {
-		r.MaxConcurrentReconciles = 8
-	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("task").
 		For(&swarmv1alpha1.Task{}).
@@ -241,7 +252,7 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.tasksOfAgent), builder.WithPredicates(agentHealthChanged())).
 		Watches(&swarmv1alpha1.Task{}, handler.EnqueueRequestsFromMapFunc(r.related), builder.WithPredicates(dependencyChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
 		Complete(r)
 	if err != nil {
 		return fmt.Errorf("setting up the task controller: %w", err)
@@ -253,7 +264,8 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // or changing its capabilities changes whether they can be scheduled.
 func (r *TaskReconciler) queuedTasksOfHive(ctx context.Context, obj client.Object) []ctrl.Request {
 	list := &swarmv1alpha1.TaskList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskActiveHive: obj.GetName()}); err != nil {
+	if err := r.client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskActiveHive: obj.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing the tasks of a hive that changed; they are looked at on their own next event", "hive", klog.KObj(obj))
 		return nil
 	}
 	var out []ctrl.Request
@@ -268,7 +280,8 @@ func (r *TaskReconciler) queuedTasksOfHive(ctx context.Context, obj client.Objec
 // tasksOfAgent maps an agent pod event to the tasks bound to it.
 func (r *TaskReconciler) tasksOfAgent(ctx context.Context, obj client.Object) []ctrl.Request {
 	list := &swarmv1alpha1.TaskList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskAgent: obj.GetName()}); err != nil {
+	if err := r.client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskAgent: obj.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing the tasks of an agent whose pod changed; they are looked at on their own next event", "agent", klog.KObj(obj))
 		return nil
 	}
 	out := make([]ctrl.Request, 0, len(list.Items))
@@ -283,8 +296,9 @@ func (r *TaskReconciler) tasksOfAgent(ctx context.Context, obj client.Object) []
 // depends on (their TTL waits for their dependents to finish).
 func (r *TaskReconciler) related(ctx context.Context, obj client.Object) []ctrl.Request {
 	list := &swarmv1alpha1.TaskList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskDependsOn: obj.GetName()},
+	if err := r.client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskDependsOn: obj.GetName()},
 		client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "listing the tasks that depend on a task that changed; they are looked at on their own next event", "task", klog.KObj(obj))
 		return nil
 	}
 	out := make([]ctrl.Request, 0, len(list.Items))

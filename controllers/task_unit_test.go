@@ -28,11 +28,11 @@ import (
 
 func newUnitTaskReconciler(c client.Client) (*TaskReconciler, *events.FakeRecorder) {
 	rec := events.NewFakeRecorder(100)
-	return &TaskReconciler{
-		Client: c, Recorder: rec, Now: func() time.Time { return unitNow },
+	return NewTaskReconciler(c, rec, TaskOptions{
+		Now:            func() time.Time { return unitNow },
 		AgentLostGrace: 15 * time.Second, TimeoutGrace: 2 * time.Second, MissingDependencyTimeout: 5 * time.Minute,
-		Observer: metricsObserver{},
-	}, rec
+		Metrics: prometheusMetrics{},
+	}), rec
 }
 
 // counterValue reads a counter of the operator's metrics.

@@ -39,6 +39,12 @@ const (
 	// ReasonPodCreateFailed (Degraded=True): the API server refused to create an agent pod;
 	// the message carries its answer (an invalid template, an exhausted quota).
 	ReasonPodCreateFailed = "PodCreateFailed"
+	// ReasonAgentAccessFailed (Degraded=True): the API server refused the agents' service
+	// account, role or role binding; the message carries its answer.
+	ReasonAgentAccessFailed = "AgentAccessFailed"
+	// ReasonDisruptionBudgetFailed (Degraded=True): the API server refused the hive's
+	// PodDisruptionBudget; the message carries its answer.
+	ReasonDisruptionBudgetFailed = "DisruptionBudgetFailed"
 	// ReasonAgentsFailing (Degraded=True): agent pods keep failing after they start.
 	ReasonAgentsFailing = "AgentsFailing"
 	// ReasonAsExpected (Degraded=False): nothing is wrong.

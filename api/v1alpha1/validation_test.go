@@ -442,6 +442,21 @@ func TestDefaults(t *testing.T) {
 	if diff := cmp.Diff(wantHive, got.Spec); diff != "" {
 		t.Errorf("hive defaults (-want +got):\n%s", diff)
 	}
+	// What the operator assumes of a hive read without the schema's defaulting is what the
+	// schema sets.
+	bare := swarmv1alpha1.HiveSpec{Autoscaling: &swarmv1alpha1.AutoscalingSpec{}}
+	as, gs := bare.Autoscaling, got.Spec.Autoscaling
+	assumed := []any{bare.ReplicasOrDefault(), bare.Agent.ConcurrencyOrDefault(), bare.Rollout.MaxSurgeOrDefault(),
+		bare.Rollout.MaxUnavailableOrDefault(), bare.Rollout.DrainTimeoutOrDefault(), bare.DisruptionMaxUnavailableOrDefault(),
+		as.MinReplicasOrDefault(), as.TargetUtilizationPercentOrDefault(), as.ScaleUpWindowOrDefault(),
+		as.ScaleDownWindowOrDefault(), as.MaxScaleUpStepOrDefault(), as.IdleTimeoutOrDefault()}
+	stored := []any{*got.Spec.Replicas, got.Spec.Agent.Concurrency, *got.Spec.Rollout.MaxSurge,
+		*got.Spec.Rollout.MaxUnavailable, got.Spec.Rollout.DrainTimeout.Duration, *got.Spec.Disruption.MaxUnavailable,
+		*gs.MinReplicas, *gs.TargetUtilizationPercent, gs.ScaleUpWindow.Duration,
+		gs.ScaleDownWindow.Duration, *gs.MaxScaleUpStep, gs.IdleTimeout.Duration}
+	if diff := cmp.Diff(stored, assumed); diff != "" {
+		t.Errorf("the defaults the operator assumes differ from the schema's (-schema +assumed):\n%s", diff)
+	}
 
 	task := &swarmv1alpha1.Task{
 		ObjectMeta: metav1.ObjectMeta{Name: "defaults", Namespace: ns},

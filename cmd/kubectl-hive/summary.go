@@ -23,17 +23,6 @@ import (
 // This file turns API objects into the rows and summaries the commands print. It calls no
 // API, so every rule can be table-tested without a cluster.
 
-// Agent states, as status shows them. Each agent is in exactly one, checked in this order:
-// an agent on its way out is stopping, a marked one draining, an unready one starting, and
-// a ready one busy or idle by whether a task is bound to it.
-const (
-	stateStopping = "stopping"
-	stateDraining = "draining"
-	stateStarting = "starting"
-	stateBusy     = "busy"
-	stateIdle     = "idle"
-)
-
 // HiveSummary is what status reports about one hive.
 type HiveSummary struct {
 	Name      string `json:"name"`
@@ -165,25 +154,25 @@ func SummariseHive(h *swarmv1alpha1.Hive, pods []*corev1.Pod, tasks []*swarmv1al
 	for _, p := range pods {
 		a := AgentSummary{
 			Name:     p.Name,
-			State:    agentState(p, bound[p.Name]),
+			State:    string(agentpod.StateOf(p, bound[p.Name])),
 			Ready:    agentpod.IsReady(p),
 			Tasks:    bound[p.Name],
 			Revision: agentpod.Revision(p),
 			Created:  p.CreationTimestamp.Time,
 		}
-		switch a.State {
-		case stateStopping:
+		switch agentpod.State(a.State) {
+		case agentpod.StateStopping:
 			s.Agents.Stopping++
-		case stateDraining:
+		case agentpod.StateDraining:
 			s.Agents.Draining++
-		case stateStarting:
+		case agentpod.StateStarting:
 			s.Agents.Starting++
-		case stateBusy:
+		case agentpod.StateBusy:
 			s.Agents.Busy++
 		default:
 			s.Agents.Idle++
 		}
-		if a.Ready && a.State != stateStopping {
+		if a.Ready && agentpod.State(a.State) != agentpod.StateStopping {
 			s.Ready++
 		}
 		s.Pods = append(s.Pods, a)
@@ -205,32 +194,13 @@ func SummariseHive(h *swarmv1alpha1.Hive, pods []*corev1.Pod, tasks []*swarmv1al
 	return s
 }
 
-// agentState is the one state status shows for an agent pod holding bound tasks.
-func agentState(p *corev1.Pod, bound int) string {
-	switch {
-	case agentpod.IsTerminating(p) || agentpod.IsFinished(p):
-		return stateStopping
-	case agentpod.IsDraining(p):
-		return stateDraining
-	case !agentpod.IsReady(p):
-		return stateStarting
-	case bound > 0:
-		return stateBusy
-	default:
-		return stateIdle
-	}
-}
-
 // desiredReplicas is status.desiredReplicas once the operator has written the status, and
 // spec.replicas before (a new hive, or an operator that is not running).
 func desiredReplicas(h *swarmv1alpha1.Hive) int32 {
 	if h.Status.ObservedGeneration > 0 {
 		return h.Status.DesiredReplicas
 	}
-	if h.Spec.Replicas != nil {
-		return *h.Spec.Replicas
-	}
-	return 1
+	return h.Spec.ReplicasOrDefault()
 }
 
 // problems returns the conditions that are not healthy (Degraded=True, Available=False),

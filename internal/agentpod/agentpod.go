@@ -63,10 +63,7 @@ func ServiceAccountName(hive *swarmv1alpha1.Hive) string {
 }
 
 func agentEnv(hive *swarmv1alpha1.Hive) []corev1.EnvVar {
-	concurrency := hive.Spec.Agent.Concurrency
-	if concurrency < 1 {
-		concurrency = 1
-	}
+	concurrency := hive.Spec.Agent.ConcurrencyOrDefault()
 	return []corev1.EnvVar{
 		{Name: swarmv1alpha1.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		{Name: swarmv1alpha1.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
@@ -183,6 +180,77 @@ func DrainingSince(pod *corev1.Pod) (time.Time, bool) {
 func IsDraining(pod *corev1.Pod) bool {
 	_, ok := pod.Annotations[swarmv1alpha1.AnnotationDrainingSince]
 	return ok
+}
+
+// State is what an agent is doing. Status (idleAgents, busyAgents, drainingAgents), the
+// hive_agents metric and `kubectl hive status` all show it, computed by Facts.State.
+type State string
+
+// Agent states.
+const (
+	// StateStopping: the pod is being deleted or its containers stopped; it no longer
+	// counts as one of the hive's agents.
+	StateStopping State = "stopping"
+	// StateDraining: marked for removal; it takes no new task and finishes those it holds.
+	StateDraining State = "draining"
+	// StateBusy: it holds at least one task.
+	StateBusy State = "busy"
+	// StateStarting: not ready, and holding no task (starting up, or failing its probe).
+	StateStarting State = "starting"
+	// StateIdle: ready, holding no task.
+	StateIdle State = "idle"
+)
+
+// States lists the states of agents that count, in the order they are shown.
+var States = []State{StateStarting, StateIdle, StateBusy, StateDraining}
+
+// Facts are what an agent's state is decided from.
+type Facts struct {
+	Ready, Draining, Stopping bool
+	// Tasks is the number of tasks bound to the agent.
+	Tasks int
+}
+
+// State is the one rule of an agent's state. Stopping comes first (the agent is going), then
+// draining however busy (it takes no new work; its tasks are what a drain waits for), then
+// busy even when not ready (it is working), then starting, then idle.
+func (f Facts) State() State {
+	switch {
+	case f.Stopping:
+		return StateStopping
+	case f.Draining:
+		return StateDraining
+	case f.Tasks > 0:
+		return StateBusy
+	case !f.Ready:
+		return StateStarting
+	default:
+		return StateIdle
+	}
+}
+
+// FactsOf returns the facts of an agent pod holding tasks bound tasks.
+func FactsOf(pod *corev1.Pod, tasks int) Facts {
+	return Facts{Ready: IsReady(pod), Draining: IsDraining(pod), Stopping: IsTerminating(pod) || IsFinished(pod), Tasks: tasks}
+}
+
+// StateOf returns the state of an agent pod holding tasks bound tasks.
+func StateOf(pod *corev1.Pod, tasks int) State { return FactsOf(pod, tasks).State() }
+
+// NotReadySince returns when the pod last stopped being ready (its creation, if it never
+// was), to the end of that second: pod timestamps carry whole seconds, and a grace counted
+// from the start of the second would be cut short. Zero for a ready pod.
+func NotReadySince(pod *corev1.Pod) time.Time {
+	if IsReady(pod) {
+		return time.Time{}
+	}
+	since := pod.CreationTimestamp.Add(time.Second)
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && !c.LastTransitionTime.IsZero() {
+			since = c.LastTransitionTime.Add(time.Second)
+		}
+	}
+	return since
 }
 
 // CanTakeTasks reports whether the dispatcher may bind new tasks to the agent: it is ready,

@@ -94,3 +94,47 @@ func TestControllerHiveIgnoresOtherOwners(t *testing.T) {
 		t.Error("a ReplicaSet's pod was taken for a hive's")
 	}
 }
+
+func TestTheStateOfAnAgent(t *testing.T) {
+	cases := map[string]struct {
+		facts Facts
+		want  State
+	}{
+		"ready and idle":                     {Facts{Ready: true}, StateIdle},
+		"ready and working":                  {Facts{Ready: true, Tasks: 2}, StateBusy},
+		"not ready and idle":                 {Facts{}, StateStarting},
+		"not ready, still working":           {Facts{Tasks: 1}, StateBusy},
+		"draining, idle":                     {Facts{Ready: true, Draining: true}, StateDraining},
+		"draining, still working":            {Facts{Ready: true, Draining: true, Tasks: 3}, StateDraining},
+		"being deleted, still working":       {Facts{Ready: true, Stopping: true, Tasks: 1}, StateStopping},
+		"being deleted while draining":       {Facts{Draining: true, Stopping: true}, StateStopping},
+		"not ready and draining, idle":       {Facts{Draining: true}, StateDraining},
+		"not ready, draining, still working": {Facts{Draining: true, Tasks: 1}, StateDraining},
+	}
+	for name, tc := range cases {
+		if got := tc.facts.State(); got != tc.want {
+			t.Errorf("%s: %s, want %s", name, got, tc.want)
+		}
+	}
+	draining := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{swarmv1alpha1.AnnotationDrainingSince: "x"}}}
+	if got := StateOf(draining, 1); got != StateDraining {
+		t.Errorf("StateOf a draining pod with a task: %s", got)
+	}
+}
+
+func TestNotReadySince(t *testing.T) {
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	changed := created.Add(time.Minute)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.NewTime(created)}}
+	if got := NotReadySince(pod); !got.Equal(created.Add(time.Second)) {
+		t.Errorf("never ready: %v", got)
+	}
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse, LastTransitionTime: metav1.NewTime(changed)}}
+	if got := NotReadySince(pod); !got.Equal(changed.Add(time.Second)) {
+		t.Errorf("no longer ready: %v", got)
+	}
+	pod.Status.Conditions[0].Status = corev1.ConditionTrue
+	if got := NotReadySince(pod); !got.IsZero() {
+		t.Errorf("ready: %v", got)
+	}
+}

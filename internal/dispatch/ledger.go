@@ -56,8 +56,8 @@ func (l *Ledger) Reserve(hive, agent string, task types.UID, resourceVersion str
 	add(l.byHive, hive, task)
 }
 
-// Release forgets a bind, because it failed.
-func (l *Ledger) Release(task types.UID) {
+// Drop forgets a bind, because it failed.
+func (l *Ledger) Drop(task types.UID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.dropLocked(task)

@@ -36,7 +36,7 @@ func TestLedger(t *testing.T) {
 	if l.Holds("t1") || !l.Holds("t2") || l.Holds("t3") || l.Size() != 1 {
 		t.Errorf("after settling: t1 %v t2 %v t3 %v size %d", l.Holds("t1"), l.Holds("t2"), l.Holds("t3"), l.Size())
 	}
-	l.Release("t2")
+	l.Drop("t2")
 	l.Reserve("ns/other", "ns/c", "t4", "1")
 	l.Forget("ns/other")
 	if l.Size() != 0 || l.Used("ns/a", nil) != 0 {
@@ -154,7 +154,7 @@ func simulateDispatch(t *testing.T, seed uint64, steps int) {
 				ledger.Reserve("h", b.Agent, b.Task.UID, fmt.Sprint(cached.rv))
 				// The bind is a compare-and-swap on the version the cache showed.
 				if cur, ok := api[b.Task.UID]; !ok || cur.rv != cached.rv {
-					ledger.Release(b.Task.UID)
+					ledger.Drop(b.Task.UID)
 					continue
 				}
 				write(b.Task.UID, simTask{phase: "Bound", agent: b.Agent}, false)

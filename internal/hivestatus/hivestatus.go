@@ -33,6 +33,9 @@ type Observed struct {
 	QueuedTasks, RunningTasks int
 	// CreateError is the API server's refusal of the last agent pod creation, if any.
 	CreateError error
+	// AccessError is the failure to write the agents' service account, role or role
+	// binding; BudgetError the failure to write the PodDisruptionBudget.
+	AccessError, BudgetError error
 	// Scaling is the autoscaler's verdict when spec.autoscaling is set, nil otherwise.
 	Scaling *Scaling
 	// Now stamps condition transitions.
@@ -154,11 +157,16 @@ func agents(n int, kind string) string {
 }
 
 func degraded(o Observed) metav1.Condition {
-	if o.CreateError != nil {
-		return metav1.Condition{
-			Type: swarmv1alpha1.HiveDegraded, Status: metav1.ConditionTrue, Reason: swarmv1alpha1.ReasonPodCreateFailed,
-			Message: "Creating an agent pod failed: " + o.CreateError.Error(),
-		}
+	failed := func(reason, what string, err error) metav1.Condition {
+		return metav1.Condition{Type: swarmv1alpha1.HiveDegraded, Status: metav1.ConditionTrue, Reason: reason, Message: what + ": " + err.Error()}
+	}
+	switch {
+	case o.CreateError != nil:
+		return failed(swarmv1alpha1.ReasonPodCreateFailed, "Creating an agent pod failed", o.CreateError)
+	case o.AccessError != nil:
+		return failed(swarmv1alpha1.ReasonAgentAccessFailed, "Writing the agents' service account, role or role binding failed", o.AccessError)
+	case o.BudgetError != nil:
+		return failed(swarmv1alpha1.ReasonDisruptionBudgetFailed, "Writing the hive's PodDisruptionBudget failed", o.BudgetError)
 	}
 	return metav1.Condition{
 		Type: swarmv1alpha1.HiveDegraded, Status: metav1.ConditionFalse, Reason: swarmv1alpha1.ReasonAsExpected,

@@ -13,12 +13,12 @@ import (
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 )
 
-// Agent states of the hive_agents gauge.
+// Agent states of the hive_agents gauge: agentpod's, by its one rule.
 const (
-	AgentStarting = "starting"
-	AgentIdle     = "idle"
-	AgentBusy     = "busy"
-	AgentDraining = "draining"
+	AgentStarting = string(agentpod.StateStarting)
+	AgentIdle     = string(agentpod.StateIdle)
+	AgentBusy     = string(agentpod.StateBusy)
+	AgentDraining = string(agentpod.StateDraining)
 )
 
 var (
@@ -86,7 +86,7 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	noCopy := client.UnsafeDisableDeepCopy
 
 	tasks := &swarmv1alpha1.TaskList{}
-	busy := map[hiveKey]map[string]bool{}
+	bound := map[string]int{} // tasks bound to each agent, by namespace/pod
 	if err := reader.List(ctx, tasks, noCopy); err == nil {
 		phases := map[hiveKey]map[swarmv1alpha1.TaskPhase]int{}
 		for i := range tasks.Items {
@@ -101,10 +101,7 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			phases[k][phase]++
 			if phase.Bound() {
-				if busy[k] == nil {
-					busy[k] = map[string]bool{}
-				}
-				busy[k][t.Status.Agent] = true
+				bound[t.Namespace+"/"+t.Status.Agent]++
 			}
 		}
 		for k, m := range phases {
@@ -124,15 +121,7 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 				continue
 			}
 			k := hiveKey{p.Namespace, hive}
-			state := AgentIdle
-			switch {
-			case agentpod.IsDraining(p):
-				state = AgentDraining
-			case busy[k][p.Name]:
-				state = AgentBusy
-			case !agentpod.IsReady(p):
-				state = AgentStarting
-			}
+			state := string(agentpod.StateOf(p, bound[p.Namespace+"/"+p.Name]))
 			if states[k] == nil {
 				states[k] = map[string]int{AgentStarting: 0, AgentIdle: 0, AgentBusy: 0, AgentDraining: 0}
 			}
@@ -143,11 +132,7 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 			for i := range hives.Items {
 				h := &hives.Items[i]
 				k := hiveKey{h.Namespace, h.Name}
-				desired := int32(1)
-				if h.Spec.Replicas != nil {
-					desired = *h.Spec.Replicas
-				}
-				ch <- prometheus.MustNewConstMetric(desiredDesc, prometheus.GaugeValue, float64(desired), h.Namespace, h.Name)
+				ch <- prometheus.MustNewConstMetric(desiredDesc, prometheus.GaugeValue, float64(h.Spec.ReplicasOrDefault()), h.Namespace, h.Name)
 				ch <- prometheus.MustNewConstMetric(replicasDesc, prometheus.GaugeValue, float64(h.Status.Replicas), h.Namespace, h.Name)
 				ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, float64(h.Status.ReadyReplicas), h.Namespace, h.Name)
 				if states[k] == nil {

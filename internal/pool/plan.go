@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/aihub-dev/hive-operator/internal/agentpod"
 )
 
 // Agent is what the planner needs to know about one agent pod.
@@ -30,8 +32,13 @@ type Agent struct {
 	Draining bool
 	// DrainingSince is when the drain started; zero when the mark could not be read.
 	DrainingSince time.Time
-	// Busy is the number of tasks bound to the agent (Assigned or Running).
-	Busy int
+	// Tasks is the number of tasks bound to the agent (Assigned or Running, or on their way).
+	Tasks int
+}
+
+// state is the agent's state by the one rule status, metrics and kubectl hive share.
+func (a Agent) state() agentpod.State {
+	return agentpod.Facts{Ready: a.Ready, Draining: a.Draining, Stopping: a.Terminating || a.Finished, Tasks: a.Tasks}.State()
 }
 
 // Spec is what the hive asks for.
@@ -100,13 +107,11 @@ type Counts struct {
 	Updated int
 	// Outdated live agents (draining or not) of another revision.
 	Outdated int
-	// Draining live agents.
-	Draining int
-	// Busy live agents hold at least one task; Idle ones are available and hold none.
-	Busy, Idle int
-	// BusyDraining agents are draining and still working: the rollout or scale-down waits
-	// for them.
-	BusyDraining int
+	// Idle, Busy and Draining count the live agents by their state (agentpod.State);
+	// BusyDraining counts the draining ones still working, which a rollout or scale-down
+	// waits for.
+	Idle, Busy, Draining int
+	BusyDraining     int
 }
 
 // Done reports whether the hive has reached its spec: exactly Replicas available agents, all
@@ -137,26 +142,47 @@ func ResolveRollout(maxSurge, maxUnavailable *intstr.IntOrString, replicas int) 
 	return surge, unavailable, nil
 }
 
-// Compute plans the next step for the agents of one hive at time now.
+// Compute plans the next step for the agents of one hive at time now, in five steps: sort
+// the agents out (and delete the finished and drained ones), take draining agents of the
+// update revision back, drain or delete outdated and surplus agents within the
+// availability budget, create what is missing within the surge, and say when to look again.
 func Compute(spec Spec, agents []Agent, now time.Time) Plan {
-	var (
-		plan     Plan
-		active   []Agent // live, not draining
-		draining []Agent // live, draining, not deleted by this plan
-		earliest time.Time
-	)
-	wake := func(t time.Time) {
-		if earliest.IsZero() || t.Before(earliest) {
-			earliest = t
-		}
+	p := &planner{spec: spec, now: now}
+	active, draining := p.classify(agents)
+	p.plan.Counts = count(spec, active, draining)
+	active, draining = p.undrain(active, draining)
+	deletedNow := p.remove(active)
+	p.create(active, draining, deletedNow)
+	p.wakeForDrains(draining)
+	if !p.earliest.IsZero() {
+		p.plan.RequeueAfter = max(p.earliest.Sub(now), time.Millisecond)
 	}
+	return p.plan
+}
 
+// planner holds a plan being made and the earliest time it must be made again.
+type planner struct {
+	spec     Spec
+	now      time.Time
+	plan     Plan
+	earliest time.Time
+}
+
+func (p *planner) wake(t time.Time) {
+	if p.earliest.IsZero() || t.Before(p.earliest) {
+		p.earliest = t
+	}
+}
+
+// classify sorts the live agents into active and draining ones, deleting the finished,
+// the drained and those past their drain timeout, and stamping unreadable drain marks.
+func (p *planner) classify(agents []Agent) (active, draining []Agent) {
 	for _, a := range agents {
 		switch {
 		case a.Terminating:
 			continue
 		case a.Finished:
-			plan.Delete = append(plan.Delete, Deletion{a.Name, DeleteFinished})
+			p.plan.Delete = append(p.plan.Delete, Deletion{a.Name, DeleteFinished})
 			continue
 		}
 		if !a.Draining {
@@ -164,46 +190,50 @@ func Compute(spec Spec, agents []Agent, now time.Time) Plan {
 			continue
 		}
 		switch {
-		case a.Busy == 0 && !a.Ready:
+		case a.Tasks == 0 && !a.Ready:
 			// Never ready, or no longer: the dispatcher cannot have bound anything to it.
-			plan.Delete = append(plan.Delete, Deletion{a.Name, DeleteDrained})
+			p.plan.Delete = append(p.plan.Delete, Deletion{a.Name, DeleteDrained})
 		case a.DrainingSince.IsZero():
-			plan.Drain = append(plan.Drain, a.Name)
+			p.plan.Drain = append(p.plan.Drain, a.Name)
 			draining = append(draining, a)
-		case a.Busy == 0 && !now.Before(a.DrainingSince.Add(spec.DrainSettle)):
-			plan.Delete = append(plan.Delete, Deletion{a.Name, DeleteDrained})
-		case a.Busy > 0 && !now.Before(a.DrainingSince.Add(spec.DrainTimeout)):
-			plan.Delete = append(plan.Delete, Deletion{a.Name, DeleteDrainTimeout})
+		case a.Tasks == 0 && !p.now.Before(a.DrainingSince.Add(p.spec.DrainSettle)):
+			p.plan.Delete = append(p.plan.Delete, Deletion{a.Name, DeleteDrained})
+		case a.Tasks > 0 && !p.now.Before(a.DrainingSince.Add(p.spec.DrainTimeout)):
+			p.plan.Delete = append(p.plan.Delete, Deletion{a.Name, DeleteDrainTimeout})
 		default:
 			draining = append(draining, a)
 		}
 	}
-	plan.Counts = count(spec, active, draining)
+	return active, draining
+}
 
-	// Take draining agents of the update revision back into service before creating new
-	// ones: they are warm, and a busy one keeps its work.
-	newActive := countWhere(active, func(a Agent) bool { return a.Revision == spec.UpdateRevision })
-	if newActive < spec.Replicas {
-		candidates := filter(draining, func(a Agent) bool { return a.Revision == spec.UpdateRevision })
-		slices.SortFunc(candidates, undrainOrder)
-		n := min(spec.Replicas-newActive, len(candidates))
-		for _, a := range candidates[:n] {
-			plan.Undrain = append(plan.Undrain, a.Name)
-			plan.Drain = slices.DeleteFunc(plan.Drain, func(name string) bool { return name == a.Name })
-			active = append(active, a)
-		}
-		newActive += n
-		draining = filter(draining, func(a Agent) bool { return !slices.Contains(plan.Undrain, a.Name) })
+// undrain takes draining agents of the update revision back into service before any new
+// one is created: they are warm, and a busy one keeps its work.
+func (p *planner) undrain(active, draining []Agent) ([]Agent, []Agent) {
+	newActive := countWhere(active, p.updated)
+	if newActive >= p.spec.Replicas {
+		return active, draining
 	}
+	candidates := filter(draining, p.updated)
+	slices.SortFunc(candidates, undrainOrder)
+	for _, a := range candidates[:min(p.spec.Replicas-newActive, len(candidates))] {
+		p.plan.Undrain = append(p.plan.Undrain, a.Name)
+		p.plan.Drain = slices.DeleteFunc(p.plan.Drain, func(name string) bool { return name == a.Name })
+		active = append(active, a)
+	}
+	return active, filter(draining, func(a Agent) bool { return !slices.Contains(p.plan.Undrain, a.Name) })
+}
 
-	// Remove outdated agents and surplus ones, keeping at least Replicas-MaxUnavailable
-	// ready agents in service. Agents that are not ready cost no availability.
-	slices.SortFunc(active, removalOrder(spec.UpdateRevision))
-	surplusNew := max(0, newActive-spec.Replicas)
-	readyBudget := countWhere(active, func(a Agent) bool { return a.Ready }) - max(0, spec.Replicas-spec.MaxUnavailable)
-	deletedNow := 0
+// remove drains (or deletes, when not ready and idle) outdated agents and surplus ones,
+// keeping at least Replicas-MaxUnavailable ready agents in service; agents that are not
+// ready cost no availability. It returns how many it deleted at once.
+func (p *planner) remove(active []Agent) int {
+	slices.SortFunc(active, removalOrder(p.spec.UpdateRevision))
+	surplusNew := max(0, countWhere(active, p.updated)-p.spec.Replicas)
+	readyBudget := countWhere(active, func(a Agent) bool { return a.Ready }) - max(0, p.spec.Replicas-p.spec.MaxUnavailable)
+	deleted := 0
 	for _, a := range active {
-		updated := a.Revision == spec.UpdateRevision
+		updated := p.updated(a)
 		if (updated && surplusNew == 0) || (a.Ready && readyBudget <= 0) {
 			continue
 		}
@@ -213,78 +243,80 @@ func Compute(spec Spec, agents []Agent, now time.Time) Plan {
 		if a.Ready {
 			readyBudget--
 		}
-		if !a.Ready && a.Busy == 0 {
-			plan.Delete = append(plan.Delete, Deletion{a.Name, DeleteNotReady})
-			deletedNow++
-			if updated {
-				newActive--
-			}
+		if !a.Ready && a.Tasks == 0 {
+			p.plan.Delete = append(p.plan.Delete, Deletion{a.Name, DeleteNotReady})
+			deleted++
 		} else {
-			plan.Drain = append(plan.Drain, a.Name)
-			wake(now.Add(spec.DrainSettle))
+			p.plan.Drain = append(p.plan.Drain, a.Name)
+			p.wake(p.now.Add(p.spec.DrainSettle))
 		}
 	}
+	return deleted
+}
 
-	// Create agents of the update revision, within the surge while older agents remain.
-	// Agents deleted above no longer count; agents being drained still do.
+// create creates agents of the update revision, within the surge while older agents
+// remain. Agents deleted at once no longer count; agents being drained still do.
+func (p *planner) create(active, draining []Agent, deletedNow int) {
+	newActive := countWhere(active, func(a Agent) bool {
+		return p.updated(a) && !slices.Contains(p.plan.Drain, a.Name) && !p.deleting(a.Name)
+	})
 	live := len(active) + len(draining) - deletedNow
-	inRollout := slices.ContainsFunc(active, func(a Agent) bool { return a.Revision != spec.UpdateRevision }) ||
-		slices.ContainsFunc(draining, func(a Agent) bool { return a.Revision != spec.UpdateRevision })
-	maxLive := spec.Replicas
-	if inRollout {
-		maxLive += spec.MaxSurge
+	outdated := func(a Agent) bool { return !p.updated(a) }
+	maxLive := p.spec.Replicas
+	if slices.ContainsFunc(active, outdated) || slices.ContainsFunc(draining, outdated) {
+		maxLive += p.spec.MaxSurge
 	}
-	plan.Create = max(0, min(spec.Replicas-newActive, maxLive-live))
+	p.plan.Create = max(0, min(p.spec.Replicas-newActive, maxLive-live))
+}
 
-	// Wake up when a drain settles or times out, unless an event comes first.
+// wakeForDrains asks to be woken when a drain settles or times out, unless an event comes
+// first.
+func (p *planner) wakeForDrains(draining []Agent) {
 	for _, a := range draining {
-		if a.DrainingSince.IsZero() {
-			continue
-		}
-		if a.Busy == 0 {
-			wake(a.DrainingSince.Add(spec.DrainSettle))
-		} else {
-			wake(a.DrainingSince.Add(spec.DrainTimeout))
+		switch {
+		case a.DrainingSince.IsZero():
+		case a.Tasks == 0:
+			p.wake(a.DrainingSince.Add(p.spec.DrainSettle))
+		default:
+			p.wake(a.DrainingSince.Add(p.spec.DrainTimeout))
 		}
 	}
+}
 
-	if !earliest.IsZero() {
-		plan.RequeueAfter = max(earliest.Sub(now), time.Millisecond)
-	}
-	return plan
+func (p *planner) updated(a Agent) bool { return a.Revision == p.spec.UpdateRevision }
+
+func (p *planner) deleting(name string) bool {
+	return slices.ContainsFunc(p.plan.Delete, func(d Deletion) bool { return d.Name == name })
 }
 
 func count(spec Spec, active, draining []Agent) Counts {
 	var c Counts
 	c.Live = len(active) + len(draining)
-	c.Draining = len(draining)
-	for _, a := range active {
+	for _, a := range slices.Concat(active, draining) {
 		if a.Ready {
 			c.Ready++
-			c.Available++
-			if a.Busy == 0 {
-				c.Idle++
-			}
-		}
-		if a.Busy > 0 {
-			c.Busy++
-		}
-		if a.Revision == spec.UpdateRevision {
-			c.Updated++
-		} else {
-			c.Outdated++
-		}
-	}
-	for _, a := range draining {
-		if a.Ready {
-			c.Ready++
-		}
-		if a.Busy > 0 {
-			c.Busy++
-			c.BusyDraining++
 		}
 		if a.Revision != spec.UpdateRevision {
 			c.Outdated++
+		}
+		switch a.state() {
+		case agentpod.StateIdle:
+			c.Idle++
+		case agentpod.StateBusy:
+			c.Busy++
+		case agentpod.StateDraining:
+			c.Draining++
+			if a.Tasks > 0 {
+				c.BusyDraining++
+			}
+		}
+	}
+	for _, a := range active {
+		if a.Ready {
+			c.Available++
+		}
+		if a.Revision == spec.UpdateRevision {
+			c.Updated++
 		}
 	}
 	return c
@@ -295,7 +327,7 @@ func count(spec Spec, active, draining []Agent) Counts {
 func removalOrder(updateRevision string) func(a, b Agent) int {
 	return func(a, b Agent) int {
 		return cmp.Or(
-			cmp.Compare(a.Busy, b.Busy),
+			cmp.Compare(a.Tasks, b.Tasks),
 			boolFirst(!a.Ready, !b.Ready),
 			boolFirst(a.Revision != updateRevision, b.Revision != updateRevision),
 			b.Created.Compare(a.Created),
@@ -308,7 +340,7 @@ func removalOrder(updateRevision string) func(a, b Agent) int {
 // then ready, then oldest.
 func undrainOrder(a, b Agent) int {
 	return cmp.Or(
-		cmp.Compare(b.Busy, a.Busy),
+		cmp.Compare(b.Tasks, a.Tasks),
 		boolFirst(a.Ready, b.Ready),
 		a.Created.Compare(b.Created),
 		cmp.Compare(a.Name, b.Name),

@@ -12,7 +12,7 @@ import (
 
 var now = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
-// agentWrapper builds test agents: A("a").Rev("v1").Ready().Busy(1).Obj().
+// agentWrapper builds test agents: A("a").Rev("v1").Ready().Tasks(1).Obj().
 type agentWrapper struct{ Agent }
 
 // A returns a ready-less agent of revision "new" created one minute before now; the
@@ -22,7 +22,7 @@ func A(name string) *agentWrapper {
 }
 func (w *agentWrapper) Rev(r string) *agentWrapper { w.Revision = r; return w }
 func (w *agentWrapper) Ready() *agentWrapper       { w.Agent.Ready = true; return w }
-func (w *agentWrapper) Busy(n int) *agentWrapper   { w.Agent.Busy = n; return w }
+func (w *agentWrapper) Tasks(n int) *agentWrapper  { w.Agent.Tasks = n; return w }
 func (w *agentWrapper) Finished() *agentWrapper    { w.Agent.Finished = true; return w }
 func (w *agentWrapper) Terminating() *agentWrapper { w.Agent.Terminating = true; return w }
 func (w *agentWrapper) Age(d time.Duration) *agentWrapper {
@@ -66,7 +66,7 @@ func TestCompute(t *testing.T) {
 		},
 		"steady hive does nothing": {
 			spec:     spec(2, 1, 0),
-			agents:   agents(A("a").Ready(), A("b").Ready().Busy(1)),
+			agents:   agents(A("a").Ready(), A("b").Ready().Tasks(1)),
 			want:     Plan{Counts: Counts{Live: 2, Ready: 2, Available: 2, Updated: 2, Busy: 1, Idle: 1}},
 			wantDone: true,
 		},
@@ -78,7 +78,7 @@ func TestCompute(t *testing.T) {
 		"scale down drains idle agents, newest first": {
 			spec: spec(2, 1, 0),
 			agents: agents(A("old").Ready().Age(3*time.Hour), A("mid").Ready().Age(2*time.Hour),
-				A("young").Ready().Age(time.Hour), A("busy").Ready().Busy(1).Age(time.Minute)),
+				A("young").Ready().Age(time.Hour), A("busy").Ready().Tasks(1).Age(time.Minute)),
 			want: Plan{
 				Drain: []string{"young", "mid"}, RequeueAfter: time.Second,
 				Counts: Counts{Live: 4, Ready: 4, Available: 4, Updated: 4, Busy: 1, Idle: 3},
@@ -86,8 +86,8 @@ func TestCompute(t *testing.T) {
 		},
 		"scale down below the busy agents drains the least busy": {
 			spec: spec(1, 1, 0),
-			agents: agents(A("idle").Ready(), A("b1").Ready().Busy(1).Age(time.Hour),
-				A("b2").Ready().Busy(1).Age(2*time.Hour), A("b3").Ready().Busy(3)),
+			agents: agents(A("idle").Ready(), A("b1").Ready().Tasks(1).Age(time.Hour),
+				A("b2").Ready().Tasks(1).Age(2*time.Hour), A("b3").Ready().Tasks(3)),
 			want: Plan{
 				Drain: []string{"idle", "b1", "b2"}, RequeueAfter: time.Second,
 				Counts: Counts{Live: 4, Ready: 4, Available: 4, Updated: 4, Busy: 3, Idle: 1},
@@ -100,7 +100,7 @@ func TestCompute(t *testing.T) {
 		},
 		"scale to zero drains everything": {
 			spec:   spec(0, 1, 0),
-			agents: agents(A("a").Ready(), A("b").Ready().Busy(1)),
+			agents: agents(A("a").Ready(), A("b").Ready().Tasks(1)),
 			want: Plan{
 				Drain: []string{"a", "b"}, RequeueAfter: time.Second,
 				Counts: Counts{Live: 2, Ready: 2, Available: 2, Updated: 2, Busy: 1, Idle: 1},
@@ -125,15 +125,15 @@ func TestCompute(t *testing.T) {
 		},
 		"a busy draining agent keeps working until the drain timeout": {
 			spec:   spec(1, 1, 0),
-			agents: agents(A("keep").Ready(), A("working").Ready().Busy(1).DrainingFor(4*time.Minute)),
+			agents: agents(A("keep").Ready(), A("working").Ready().Tasks(1).DrainingFor(4*time.Minute)),
 			want: Plan{
 				RequeueAfter: 6 * time.Minute,
-				Counts:       Counts{Live: 2, Ready: 2, Available: 1, Updated: 1, Idle: 1, Draining: 1, Busy: 1, BusyDraining: 1},
+				Counts:       Counts{Live: 2, Ready: 2, Available: 1, Updated: 1, Idle: 1, Draining: 1, BusyDraining: 1},
 			},
 		},
 		"a busy draining agent is deleted at the drain timeout": {
 			spec:   spec(1, 1, 0),
-			agents: agents(A("keep").Ready(), A("stuck").Ready().Busy(1).DrainingFor(10*time.Minute)),
+			agents: agents(A("keep").Ready(), A("stuck").Ready().Tasks(1).DrainingFor(10*time.Minute)),
 			want: Plan{
 				Delete: []Deletion{{"stuck", DeleteDrainTimeout}},
 				Counts: Counts{Live: 1, Ready: 1, Available: 1, Updated: 1, Idle: 1},
@@ -149,10 +149,10 @@ func TestCompute(t *testing.T) {
 		},
 		"an unreadable drain mark is stamped again": {
 			spec:   spec(1, 1, 0),
-			agents: agents(A("keep").Ready(), A("odd").Ready().Busy(1).DrainingUnknown()),
+			agents: agents(A("keep").Ready(), A("odd").Ready().Tasks(1).DrainingUnknown()),
 			want: Plan{
 				Drain:  []string{"odd"},
-				Counts: Counts{Live: 2, Ready: 2, Available: 1, Updated: 1, Idle: 1, Draining: 1, Busy: 1, BusyDraining: 1},
+				Counts: Counts{Live: 2, Ready: 2, Available: 1, Updated: 1, Idle: 1, Draining: 1, BusyDraining: 1},
 			},
 		},
 		"a finished agent is deleted and replaced": {
@@ -171,10 +171,10 @@ func TestCompute(t *testing.T) {
 		"scaling up takes draining agents back, busy first": {
 			spec: spec(3, 1, 0),
 			agents: agents(A("a").Ready(), A("idle").Ready().DrainingFor(100*time.Millisecond),
-				A("busy").Ready().Busy(1).DrainingFor(time.Minute)),
+				A("busy").Ready().Tasks(1).DrainingFor(time.Minute)),
 			want: Plan{
 				Create: 0, Undrain: []string{"busy", "idle"},
-				Counts: Counts{Live: 3, Ready: 3, Available: 1, Updated: 1, Idle: 1, Draining: 2, Busy: 1, BusyDraining: 1},
+				Counts: Counts{Live: 3, Ready: 3, Available: 1, Updated: 1, Idle: 1, Draining: 2, BusyDraining: 1},
 			},
 		},
 		"a rollout starts by surging new agents": {
@@ -185,8 +185,8 @@ func TestCompute(t *testing.T) {
 		},
 		"a rollout drains old agents only as replacements become ready": {
 			spec: spec(4, 2, 0),
-			agents: agents(A("o1").Rev("old").Ready().Busy(1), A("o2").Rev("old").Ready(),
-				A("o3").Rev("old").Ready(), A("o4").Rev("old").Ready().Busy(1),
+			agents: agents(A("o1").Rev("old").Ready().Tasks(1), A("o2").Rev("old").Ready(),
+				A("o3").Rev("old").Ready(), A("o4").Rev("old").Ready().Tasks(1),
 				A("n1").Ready(), A("n2")),
 			want: Plan{
 				Drain: []string{"o2"}, RequeueAfter: time.Second,
@@ -195,7 +195,7 @@ func TestCompute(t *testing.T) {
 		},
 		"a rollout drains idle old agents before busy ones": {
 			spec: spec(3, 1, 0),
-			agents: agents(A("o1").Rev("old").Ready().Busy(1).Age(time.Hour), A("o2").Rev("old").Ready().Age(time.Hour),
+			agents: agents(A("o1").Rev("old").Ready().Tasks(1).Age(time.Hour), A("o2").Rev("old").Ready().Age(time.Hour),
 				A("n1").Ready(), A("n2").Ready()),
 			want: Plan{
 				Create: 0, Drain: []string{"o2"}, RequeueAfter: time.Second,
@@ -204,16 +204,16 @@ func TestCompute(t *testing.T) {
 		},
 		"a rollout waits for a busy old agent without exceeding the surge": {
 			spec: spec(3, 1, 0),
-			agents: agents(A("o1").Rev("old").Ready().Busy(1).DrainingFor(time.Minute),
+			agents: agents(A("o1").Rev("old").Ready().Tasks(1).DrainingFor(time.Minute),
 				A("n1").Ready(), A("n2").Ready(), A("n3").Ready()),
 			want: Plan{
 				RequeueAfter: 9 * time.Minute,
-				Counts:       Counts{Live: 4, Ready: 4, Available: 3, Updated: 3, Outdated: 1, Idle: 3, Draining: 1, Busy: 1, BusyDraining: 1},
+				Counts:       Counts{Live: 4, Ready: 4, Available: 3, Updated: 3, Outdated: 1, Idle: 3, Draining: 1, BusyDraining: 1},
 			},
 		},
 		"a rollout without surge makes room first": {
 			spec: spec(3, 0, 1),
-			agents: agents(A("o1").Rev("old").Ready(), A("o2").Rev("old").Ready().Busy(1),
+			agents: agents(A("o1").Rev("old").Ready(), A("o2").Rev("old").Ready().Tasks(1),
 				A("o3").Rev("old").Ready()),
 			want: Plan{
 				Drain: []string{"o1"}, RequeueAfter: time.Second,

@@ -31,7 +31,7 @@ func simulate(t *testing.T, seed uint64) {
 				if a.Name != d.Name {
 					continue
 				}
-				if a.Busy > 0 && !a.Finished {
+				if a.Tasks > 0 && !a.Finished {
 					if d.Reason != DeleteDrainTimeout || clock.Sub(a.DrainingSince) < s.DrainTimeout {
 						t.Fatalf("seed %d: deleted busy agent %s (%+v) for %s", seed, a.Name, *a, d.Reason)
 					}
@@ -77,12 +77,12 @@ func simulate(t *testing.T, seed uint64) {
 			if !a.Ready && rng.IntN(3) == 0 {
 				a.Ready = true
 			}
-			if a.Busy > 0 && rng.IntN(4) == 0 {
-				a.Busy--
+			if a.Tasks > 0 && rng.IntN(4) == 0 {
+				a.Tasks--
 			}
 			// The dispatcher binds only to ready, non-draining agents.
 			if a.Ready && !a.Draining && rng.IntN(5) == 0 && step < 300 {
-				a.Busy++
+				a.Tasks++
 			}
 		}
 		if step < 300 && rng.IntN(25) == 0 {

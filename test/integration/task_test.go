@@ -1,4 +1,4 @@
-package controllers
+package integration
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/controllers"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
 	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/test/fleet"
@@ -95,9 +96,9 @@ func newWorldWith(t *testing.T, hive *swarmv1alpha1.Hive, readyAfter time.Durati
 		},
 	}
 	w.kubelet = startKubelet(t, w.ns, readyAfter, w.fleet)
-	w.op = startOperator(t, func(o *Options) { o.AgentLostGrace = 2 * time.Second })
+	w.op = startOperator(t, func(o *controllers.Options) { o.AgentLostGrace = 2 * time.Second })
 	create(t, hive)
-	replicas := int(ptrValue(hive.Spec.Replicas, 1))
+	replicas := int(ptr.Deref(hive.Spec.Replicas, 1))
 	if replicas > 0 {
 		waitForAgents(t, w.ns, hive.Name, replicas, 30*time.Second+readyAfter)
 		eventually(t, 10*time.Second, func() error {
@@ -585,7 +586,7 @@ func TestTasksOfAnAgentThatStopsBeingReadyOrFailsAreRequeued(t *testing.T) {
 	ns := namespace(t)
 	k := startKubelet(t, ns, 0)
 	w := &world{t: t, ns: ns, hive: "sickly"}
-	w.op = startOperator(t, func(o *Options) { o.AgentLostGrace = 2 * time.Second })
+	w.op = startOperator(t, func(o *controllers.Options) { o.AgentLostGrace = 2 * time.Second })
 	create(t, hiveOf(ns, "sickly", 2, 1))
 	waitForAgents(t, ns, "sickly", 2, 20*time.Second)
 	// No agents run: the tasks stay bound, as if their agents had hung.

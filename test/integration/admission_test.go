@@ -1,4 +1,4 @@
-package controllers
+package integration
 
 import (
 	"bufio"
@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/controllers"
 	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
@@ -221,7 +222,7 @@ func boundStatus(agent string) swarmv1alpha1.TaskStatus {
 // Roles and the operators' ClusterRoles would, until the test ends.
 func grantTaskWrites(t *testing.T, users ...string) {
 	t.Helper()
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{GenerateName: "task-writer-"}, Rules: agentRules}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{GenerateName: "task-writer-"}, Rules: controllers.AgentRules()}
 	create(t, role)
 	deleteAtCleanup(t, role)
 	binding := &rbacv1.ClusterRoleBinding{

@@ -1,4 +1,4 @@
-package controllers
+package integration
 
 import (
 	"context"
@@ -38,7 +38,7 @@ func autoscaledHive(ns, name string, minReplicas, maxReplicas, concurrency int32
 
 func replicasOf(t *testing.T, ns, name string) int32 {
 	t.Helper()
-	return ptrValue(getHive(t, ns, name).Spec.Replicas, -1)
+	return ptr.Deref(getHive(t, ns, name).Spec.Replicas, -1)
 }
 
 func TestAutoscalingFollowsABurstAndSparesBusyAgents(t *testing.T) {
@@ -75,7 +75,7 @@ func TestAutoscalingFollowsABurstAndSparesBusyAgents(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, func() error {
 		h := getHive(t, ns, "bursty")
-		if r := ptrValue(h.Spec.Replicas, 0); r != 10 {
+		if r := ptr.Deref(h.Spec.Replicas, 0); r != 10 {
 			return fmt.Errorf("replicas %d, want 10", r)
 		}
 		return nil
@@ -110,7 +110,7 @@ func TestAutoscalingToZeroAndBack(t *testing.T) {
 	w := newWorld(t, autoscaledHive(ns, "sleepy", 0, 3, 1, time.Second, 2*time.Second), succeed)
 	eventually(t, 20*time.Second, func() error {
 		h := getHive(t, ns, "sleepy")
-		if r := ptrValue(h.Spec.Replicas, -1); r != 0 {
+		if r := ptr.Deref(h.Spec.Replicas, -1); r != 0 {
 			return fmt.Errorf("replicas %d", r)
 		}
 		if c := condition(h, swarmv1alpha1.HiveScalingActive); c.Reason != swarmv1alpha1.ReasonScaledToZero {
@@ -167,7 +167,7 @@ func TestLeaderFailover(t *testing.T) {
 	if err := env2Get(t, leaseNS, id, lease); err != nil {
 		t.Fatalf("reading the lease: %v", err)
 	}
-	holder := ptrValue(lease.Spec.HolderIdentity, "")
+	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
 	first.cancel()
 	stopped := time.Now()
 	select {
@@ -183,7 +183,7 @@ func TestLeaderFailover(t *testing.T) {
 	if err := env2Get(t, leaseNS, id, lease); err != nil {
 		t.Fatal(err)
 	}
-	if h := ptrValue(lease.Spec.HolderIdentity, ""); h == holder || h == "" {
+	if h := ptr.Deref(lease.Spec.HolderIdentity, ""); h == holder || h == "" {
 		t.Errorf("lease holder %q after failover (was %q)", h, holder)
 	}
 	patchHive(t, ns, "ha", func(h *swarmv1alpha1.Hive) { h.Spec.Replicas = ptr.To[int32](3) })

@@ -1,4 +1,4 @@
-package controllers
+package integration
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/controllers"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
 	"github.com/aihub-dev/hive-operator/test/builder"
@@ -305,7 +306,7 @@ func TestTasksThatCannotRunDoNotScaleAHive(t *testing.T) {
 	deadline := time.Now().Add(4 * time.Second)
 	for time.Now().Before(deadline) {
 		h := getHive(t, ns, "idle")
-		if r := ptrValue(h.Spec.Replicas, -1); r != 0 || h.Status.QueuedTasks != 0 {
+		if r := ptr.Deref(h.Spec.Replicas, -1); r != 0 || h.Status.QueuedTasks != 0 {
 			t.Fatalf("a hive with only tasks that cannot run now has %d replicas and %d queued tasks", r, h.Status.QueuedTasks)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -358,7 +359,7 @@ func TestReleasesDoNotUseUpRetries(t *testing.T) {
 
 func TestDependencyProblemsAreReported(t *testing.T) {
 	ns := namespace(t)
-	startOperator(t, func(o *Options) { o.MissingDependencyTimeout = 3 * time.Second })
+	startOperator(t, func(o *controllers.Options) { o.MissingDependencyTimeout = 3 * time.Second })
 	create(t, builder.Hive(ns, "deps").Replicas(0).Obj())
 	task := func(name string, deps ...string) {
 		create(t, builder.Task(ns, name).Hive("deps").DependsOn(deps...).Obj())
@@ -459,6 +460,9 @@ func TestTheOperatorCachesNoInputsOrResults(t *testing.T) {
 		t.Error("the task's input was lost on the API server")
 	}
 }
+
+// lastApplied is the annotation `kubectl apply` keeps the applied object in.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 func getTaskFromServer(t *testing.T, ns, name string) *swarmv1alpha1.Task {
 	t.Helper()

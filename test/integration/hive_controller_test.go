@@ -1,4 +1,4 @@
-package controllers
+package integration
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/controllers"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/test/builder"
 )
@@ -563,7 +564,7 @@ func TestHiveAdoptsMatchingOrphansAndReleasesRelabelledPods(t *testing.T) {
 		return nil
 	})
 	waitForAgents(t, ns, "adopter", 2, 20*time.Second)
-	if got := eventReasons(t, ns, "adopter"); !slices.Contains(got, "AgentAdopted") || !slices.Contains(got, "AgentReleased") {
+	if got := eventReasons(t, ns, "adopter"); !slices.Contains(got, "AgentAdopted") || !slices.Contains(got, "AgentOrphaned") {
 		t.Errorf("events %v lack AgentAdopted or AgentReleased", got)
 	}
 }
@@ -571,7 +572,7 @@ func TestHiveAdoptsMatchingOrphansAndReleasesRelabelledPods(t *testing.T) {
 func TestHiveStatusWritesDoNotFollowTheTaskRate(t *testing.T) {
 	ns := namespace(t)
 	startKubelet(t, ns, 0)
-	op := startOperator(t, func(o *Options) { o.StatusInterval = time.Second })
+	op := startOperator(t, func(o *controllers.Options) { o.StatusInterval = time.Second })
 	create(t, builder.Hive(ns, "steady").Replicas(2).Obj())
 	pods := waitForAgents(t, ns, "steady", 2, 20*time.Second)
 	eventually(t, 10*time.Second, func() error {

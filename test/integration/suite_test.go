@@ -1,7 +1,8 @@
-package controllers
+package integration
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/controllers"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/test/kubelet"
@@ -32,7 +34,14 @@ import (
 
 var env *testenv.Env
 
+// TestMain runs the suite against a real API server and etcd. Every test of the package
+// needs one: with -short (make test-unit) the package runs nothing.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("test/integration needs a control plane: skipped with -short")
+		os.Exit(0)
+	}
 	if os.Getenv("TEST_LOG") != "" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	} else {
@@ -68,23 +77,23 @@ type operator struct {
 
 // startOperator starts a manager with the project's controllers and stops it when the test
 // ends. Tests of the pool use a short drain settle and status interval to run quickly.
-func startOperator(t *testing.T, mutate ...func(*Options)) *operator {
+func startOperator(t *testing.T, mutate ...func(*controllers.Options)) *operator {
 	t.Helper()
 	return startOperatorWith(t, nil, mutate...)
 }
 
 // startOperatorWith starts an operator whose manager options mgrOpts may change (leader
 // election, a metrics endpoint).
-func startOperatorWith(t *testing.T, mgrOpts func(*ctrl.Options), mutate ...func(*Options)) *operator {
+func startOperatorWith(t *testing.T, mgrOpts func(*ctrl.Options), mutate ...func(*controllers.Options)) *operator {
 	t.Helper()
-	o := Options{DrainSettle: 200 * time.Millisecond, StatusInterval: 300 * time.Millisecond}
+	o := controllers.Options{DrainSettle: 200 * time.Millisecond, StatusInterval: 300 * time.Millisecond}
 	for _, m := range mutate {
 		m(&o)
 	}
 	op := &operator{writes: &writeCounter{}, done: make(chan error, 1)}
 	opts := ctrl.Options{
 		Scheme:                 testenv.Scheme,
-		Cache:                  CacheOptions(),
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Several managers run in one test process; controller names must not collide.
@@ -142,7 +151,7 @@ func startOperatorWith(t *testing.T, mgrOpts func(*ctrl.Options), mutate ...func
 	op.cache = mgr.GetCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	op.cancel = cancel
-	if err := Setup(ctx, mgr, o); err != nil {
+	if err := controllers.Setup(ctx, mgr, o); err != nil {
 		t.Fatalf("setting up the controllers: %v", err)
 	}
 	go func() { op.done <- mgr.Start(ctx) }()
@@ -173,9 +182,11 @@ func closedChan() chan error {
 	return c
 }
 
-// namespace creates a namespace for one test.
+// namespace creates a namespace for one test; with -short (no control plane) it skips the
+// test.
 func namespace(t *testing.T) string {
 	t.Helper()
+	testenv.Require(t, env)
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	if len(name) > 50 {
 		name = name[:50]
