@@ -23,7 +23,7 @@ const (
 
 var (
 	agentsDesc = prometheus.NewDesc(Namespace+"_agents",
-		"Agent pods by hive and state: starting (not ready), idle, busy (running at least one task), draining.",
+		"Agent pods by hive and state: draining (however busy), busy (holding a task), starting (not ready and idle), idle.",
 		[]string{"namespace", "hive", "state"}, nil)
 	tasksDesc = prometheus.NewDesc(Namespace+"_tasks",
 		"Tasks by hive and phase.", []string{"namespace", "hive", "phase"}, nil)
