@@ -156,6 +156,36 @@ EOF
 	echo "${mod}"
 }
 
+# expected says how long a build usually takes on a machine of 2 cores with a cold cache.
+expected() {
+	case "$1" in
+	kube-apiserver) echo "7 to 15 minutes" ;;
+	kube-scheduler | kube-controller-manager) echo "2 to 6 minutes" ;;
+	etcd | kwok) echo "1 to 2 minutes" ;;
+	*) echo "under a minute" ;;
+	esac
+}
+
+# run_with_progress runs a command in the background and says every 30 s what it is doing
+# and for how long, so a long first build shows that it moves.
+run_with_progress() {
+	local what="$1" start pid
+	shift
+	start=$(date +%s)
+	"$@" &
+	pid=$!
+	while kill -0 "${pid}" 2>/dev/null; do
+		for _ in $(seq 30); do
+			kill -0 "${pid}" 2>/dev/null || break
+			sleep 1
+		done
+		if kill -0 "${pid}" 2>/dev/null; then
+			log "  still building ${what}: $(($(date +%s) - start)) s so far${PROGRESS_LEFT:+; ${PROGRESS_LEFT}}"
+		fi
+	done
+	wait "${pid}"
+}
+
 build() {
 	local bin="$1" dest start
 	dest="$(dir_of "${bin}")/${bin}"
@@ -167,13 +197,14 @@ build() {
 		ldflags="-s -w -X ${pkgver}.gitVersion=v${K8S_VERSION} -X ${pkgver}.gitMajor=${K8S_VERSION%%.*}"
 		ldflags+=" -X ${pkgver}.gitMinor=$(echo "${K8S_VERSION}" | cut -d. -f2) -X ${pkgver}.gitTreeState=clean"
 		ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=v${K8S_VERSION}"
-		log "building ${bin} v${K8S_VERSION} from the Go module proxy (several minutes on a cold cache)"
-		(cd "${mod}" && CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags}" -o "${dest}.part" "k8s.io/kubernetes/cmd/${bin}" >&2)
+		log "building ${bin} v${K8S_VERSION} from the Go module proxy (usually $(expected "${bin}") on a cold cache)"
+		run_with_progress "${bin}" bash -c 'cd "$1" && CGO_ENABLED=0 go build -trimpath -ldflags "$2" -o "$3" "k8s.io/kubernetes/cmd/$4" >&2' \
+			_ "${mod}" "${ldflags}" "${dest}.part" "${bin}"
 		;;
 	etcd)
 		# etcd's go.mod has replace directives, which `go install pkg@version` refuses, so it
 		# is built from a throw-away module that requires it.
-		log "building etcd v${ETCD_VERSION} from the Go module proxy (about a minute)"
+		log "building etcd v${ETCD_VERSION} from the Go module proxy (usually $(expected etcd))"
 		local mod="${WORK_DIR}/etcd-${ETCD_VERSION}"
 		if [[ ! -f "${mod}/.ready" ]]; then
 			rm -rf "${mod}"
@@ -183,13 +214,14 @@ build() {
 			(cd "${mod}" && go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" >&2 && go mod tidy >&2)
 			touch "${mod}/.ready"
 		fi
-		(cd "${mod}" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "${dest}.part" go.etcd.io/etcd/server/v3 >&2)
+		run_with_progress etcd bash -c 'cd "$1" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$2" go.etcd.io/etcd/server/v3 >&2' \
+			_ "${mod}" "${dest}.part"
 		;;
 	kwok | kwokctl)
-		log "building ${bin} v${KWOK_VERSION} from the Go module proxy"
+		log "building ${bin} v${KWOK_VERSION} from the Go module proxy (usually $(expected "${bin}"))"
 		local gobin="${WORK_DIR}/gobin-kwok"
 		local pkgver="sigs.k8s.io/kwok/pkg/consts"
-		GOBIN="${gobin}" CGO_ENABLED=0 go install -trimpath \
+		run_with_progress "${bin}" env GOBIN="${gobin}" CGO_ENABLED=0 go install -trimpath \
 			-ldflags "-s -w -X ${pkgver}.Version=v${KWOK_VERSION} -X ${pkgver}.KubeVersion=v${K8S_VERSION}" \
 			"sigs.k8s.io/kwok/cmd/${bin}@v${KWOK_VERSION}" >&2
 		mv "${gobin}/${bin}" "${dest}.part"
@@ -199,10 +231,22 @@ build() {
 	log "built ${bin} in $(($(date +%s) - start)) s"
 }
 
+# Only what the target needs, and only what is not cached yet.
+missing=()
 for bin in "${wanted[@]}"; do
-	if cached "${bin}"; then
-		continue
+	cached "${bin}" || missing+=("${bin}")
+done
+if ((${#missing[@]} > 0)); then
+	log "${#missing[@]} of ${#wanted[@]} binaries to provide: ${missing[*]} (a first build takes about 20 minutes for all of them; they are cached after)"
+fi
+for i in "${!missing[@]}"; do
+	bin="${missing[$i]}"
+	left=("${missing[@]:$((i + 1))}")
+	PROGRESS_LEFT=""
+	if ((${#left[@]} > 0)); then
+		PROGRESS_LEFT="then ${left[*]}"
 	fi
+	log "[$((i + 1))/${#missing[@]}] ${bin}"
 	if [[ "${HIVE_SKIP_DOWNLOAD:-}" != "1" ]] && try_download "${bin}" && cached "${bin}"; then
 		log "downloaded ${bin}"
 		continue
