@@ -92,13 +92,13 @@ type backoffMark struct {
 
 // +kubebuilder:rbac:groups=swarm.aihub.dev,resources=tasks/status,verbs=get;update;patch
 
-// Reconcile binds the queued tasks of one hive.
+// Reconcile binds the queued tasks of one hive: observe its tasks (settling the binds the
+// cache now shows), decide which go to which agent (internal/dispatch), write the binds.
 func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	hiveKey := req.String()
 	hive := &swarmv1alpha1.Hive{}
 	if err := d.client.Get(ctx, req.NamespacedName, hive); err != nil {
 		if apierrors.IsNotFound(err) {
-			d.ledger.Forget(hiveKey)
+			d.ledger.Forget(req.String())
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("reading hive: %w", err)
@@ -106,34 +106,20 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if hive.DeletionTimestamp != nil {
 		return ctrl.Result{}, nil
 	}
-
-	tasks := &swarmv1alpha1.TaskList{}
-	// The listed tasks are read, and copied before any change: skip the cache's copies.
-	if err := d.client.List(ctx, tasks, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing the hive's tasks: %w", err)
-	}
-	versions := make(map[types.UID]string, len(tasks.Items))
-	for i := range tasks.Items {
-		versions[tasks.Items[i].UID] = tasks.Items[i].ResourceVersion
-	}
-	d.ledger.Settle(hiveKey, func(uid types.UID) (string, bool) {
-		rv, ok := versions[uid]
-		return rv, ok
-	})
-	d.resolveDoubts(ctx, hive, hiveKey)
-
-	now := d.opts.Now()
-	queue, byUID, wait := d.queue(hive, tasks.Items, now)
-	if len(queue) == 0 {
-		return ctrl.Result{RequeueAfter: wait}, nil
-	}
-	agents, err := d.agents(ctx, hive, tasks.Items)
+	tasks, err := d.observe(ctx, hive)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	bindings := dispatch.Assign(queue, agents)
-	conflicts, err := d.bind(ctx, hive, bindings, byUID, now)
+	now := d.opts.Now()
+	queue, byUID, wait := d.queue(hive, tasks, now)
+	if len(queue) == 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	agents, err := d.agents(ctx, hive, tasks)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	conflicts, err := d.bind(ctx, hive, dispatch.Assign(queue, agents), byUID, now)
 	metrics.LedgerBinds.Set(float64(d.ledger.Size()))
 	if err != nil {
 		return ctrl.Result{}, err
@@ -144,6 +130,28 @@ func (d *Dispatcher) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		wait = shortest(wait, conflictRetry)
 	}
 	return ctrl.Result{RequeueAfter: wait}, nil
+}
+
+// observe returns the hive's unfinished tasks from the cache, after dropping the ledger's
+// binds the cache now shows and asking the API server about the doubtful ones.
+func (d *Dispatcher) observe(ctx context.Context, hive *swarmv1alpha1.Hive) ([]swarmv1alpha1.Task, error) {
+	tasks := &swarmv1alpha1.TaskList{}
+	// The listed tasks are read, and copied before any change: skip the cache's copies.
+	if err := d.client.List(ctx, tasks, client.InNamespace(hive.Namespace), client.MatchingFields{IndexTaskActiveHive: hive.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing the hive's tasks: %w", err)
+	}
+	versions := make(map[types.UID]string, len(tasks.Items))
+	for i := range tasks.Items {
+		versions[tasks.Items[i].UID] = tasks.Items[i].ResourceVersion
+	}
+	key := client.ObjectKeyFromObject(hive).String()
+	d.ledger.Settle(key, func(uid types.UID) (string, bool) {
+		rv, ok := versions[uid]
+		return rv, ok
+	})
+	d.resolveDoubts(ctx, hive, key)
+	return tasks.Items, nil
 }
 
 // conflictRetry is how soon the dispatcher looks at a hive again after a bind conflict.

@@ -1,6 +1,8 @@
 // Package agentpod builds agent pods from a hive and reads the state of existing ones: the
 // labels, annotations and environment that make up the contract between the operator and
 // its agents (see docs/agent-protocol.md).
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package agentpod
 
 import (

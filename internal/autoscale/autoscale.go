@@ -3,6 +3,8 @@
 // bounded by min and max, stabilised by windows (scale up on a sustained rise, down only on
 // a sustained fall), limited in its step, never below the busy agents, and to and from
 // zero. It is pure: the caller keeps the history between calls and passes the clock.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package autoscale
 
 import (

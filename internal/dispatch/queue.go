@@ -1,6 +1,8 @@
 // Package dispatch decides which queued tasks go to which agents: the order of a hive's
 // queue, the spreading of tasks over agents with free slots, and the slot ledger that keeps
 // a stale cache from binding more tasks to an agent than it has slots.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package dispatch
 
 import (

@@ -7,6 +7,8 @@
 // triggers the next reconcile). An expectation the cache never meets, because a watch event
 // was lost or someone else undid the write, expires after a TTL so the controller cannot
 // wedge.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package expectations
 
 import (

@@ -1,6 +1,8 @@
 // Package hivestatus computes a hive's status from what the controller observed: counts,
 // revisions and the conditions Available, Progressing, Degraded and ScalingActive, each with
 // a reason and a message a person can act on. It calls no API.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package hivestatus
 
 import (

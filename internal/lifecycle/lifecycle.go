@@ -2,6 +2,8 @@
 // retried and after how long, what an operator does about timeouts, lost agents,
 // dependencies, cancellation and expiry. The operator and the agent SDK both use it, so they
 // agree; it calls no API.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package lifecycle
 
 import (

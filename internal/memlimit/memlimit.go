@@ -1,6 +1,8 @@
 // Package memlimit derives the Go runtime's soft memory limit from the container's memory
 // limit, so the garbage collector works harder before the kernel's OOM killer would, rather
 // than letting the heap grow to twice its live size (GOGC=100) past the limit.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package memlimit
 
 import (

@@ -3,6 +3,8 @@
 // Counters and histograms are updated as things happen (a bind, a finished task, a scale
 // event). Gauges of current state (agents by state, tasks by phase, replicas) are not kept
 // in sync by hand: a collector reads them from the manager's cache at scrape time.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package metrics
 
 import (

@@ -5,6 +5,8 @@
 // It is pure: the caller observes the agents, calls Compute, and carries out the Plan.
 // Because every decision is recomputed from the observed agents, a plan interrupted half
 // way (the operator restarts, a write fails) is simply continued by the next one.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package pool
 
 import (
@@ -111,7 +113,7 @@ type Counts struct {
 	// BusyDraining counts the draining ones still working, which a rollout or scale-down
 	// waits for.
 	Idle, Busy, Draining int
-	BusyDraining     int
+	BusyDraining         int
 }
 
 // Done reports whether the hive has reached its spec: exactly Replicas available agents, all

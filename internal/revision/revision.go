@@ -1,6 +1,8 @@
 // Package revision names a version of a hive's agents: a short, stable hash of everything
 // that goes into an agent pod (the pod template and the agent settings injected into it).
 // Agents whose revision label differs from the hive's current one are replaced by a rollout.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package revision
 
 import (

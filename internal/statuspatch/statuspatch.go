@@ -3,6 +3,8 @@
 // controller-runtime's MergeFrom serialises the whole object twice and diffs it, spec and
 // metadata included; for a task whose input is a long prompt that is most of the cost of a
 // bind. A status write only ever changes the status, so only the status is compared here.
+//
+// docs/architecture.md shows where it fits among the operator's parts.
 package statuspatch
 
 import (
