@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -375,3 +377,61 @@ func (s *sampler) finish(t *testing.T) {
 	}
 	t.Logf("invariant held over %d samples", s.samples)
 }
+
+// slotWatch records, from a watch of every task event, the most tasks each agent held.
+type slotWatch struct {
+	mu   sync.Mutex
+	peak map[string]int
+	stop func()
+}
+
+func watchSlots(t *testing.T, ns string) *slotWatch {
+	t.Helper()
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Client.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wi, err := wc.Watch(context.Background(), &swarmv1alpha1.TaskList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &slotWatch{peak: map[string]int{}, stop: wi.Stop}
+	held := map[string]map[types.UID]bool{}
+	go func() {
+		for ev := range wi.ResultChan() {
+			task, ok := ev.Object.(*swarmv1alpha1.Task)
+			if !ok {
+				continue
+			}
+			s.mu.Lock()
+			for _, m := range held {
+				delete(m, task.UID)
+			}
+			if ev.Type != watch.Deleted && task.Status.Phase.Bound() {
+				if held[task.Status.Agent] == nil {
+					held[task.Status.Agent] = map[types.UID]bool{}
+				}
+				held[task.Status.Agent][task.UID] = true
+				s.peak[task.Status.Agent] = max(s.peak[task.Status.Agent], len(held[task.Status.Agent]))
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// finish stops the watch and returns, one sentence each, the agents that held more tasks
+// than slots says they have (0: unknown, not checked).
+func (s *slotWatch) finish(slots func(agent string) int) []string {
+	s.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for agentName, peak := range s.peak {
+		if n := slots(agentName); n > 0 && peak > n {
+			out = append(out, fmt.Sprintf("agent %s held %d tasks with %d slots", agentName, peak, n))
+		}
+	}
+	return out
+}
+

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -178,71 +177,13 @@ func succeed(_ context.Context, _ string, t *agent.Task) (string, error) {
 	return "done:" + t.Input, nil
 }
 
-// slotChecker watches every task event in a namespace and records any moment an agent holds
-// more tasks than its slots.
-type slotChecker struct {
-	mu         sync.Mutex
-	violations []string
-	events     int
-	stop       func()
-}
-
-func checkSlots(t *testing.T, ns string, slots int) *slotChecker {
-	t.Helper()
-	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Client.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wi, err := wc.Watch(context.Background(), &swarmv1alpha1.TaskList{}, client.InNamespace(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &slotChecker{stop: wi.Stop}
-	held := map[string]map[types.UID]bool{}
-	go func() {
-		for ev := range wi.ResultChan() {
-			task, ok := ev.Object.(*swarmv1alpha1.Task)
-			if !ok {
-				continue
-			}
-			c.mu.Lock()
-			c.events++
-			for _, m := range held {
-				delete(m, task.UID)
-			}
-			if ev.Type != watch.Deleted && task.Status.Phase.Bound() {
-				if held[task.Status.Agent] == nil {
-					held[task.Status.Agent] = map[types.UID]bool{}
-				}
-				held[task.Status.Agent][task.UID] = true
-				if n := len(held[task.Status.Agent]); n > slots {
-					c.violations = append(c.violations, fmt.Sprintf("agent %s held %d tasks (slots %d) at resourceVersion %s", task.Status.Agent, n, slots, task.ResourceVersion))
-				}
-			}
-			c.mu.Unlock()
-		}
-	}()
-	return c
-}
-
-func (c *slotChecker) finish(t *testing.T) {
-	t.Helper()
-	c.stop()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.violations) > 0 {
-		t.Fatalf("%d slot violations; first: %s", len(c.violations), c.violations[0])
-	}
-	t.Logf("no agent exceeded its slots over %d task events", c.events)
-}
-
 func TestTasksRunToCompletionWithinSlots(t *testing.T) {
 	ns := namespace(t)
 	w := newWorld(t, hiveOf(ns, "workers", 5, 2), func(_ context.Context, _ string, task *agent.Task) (string, error) {
 		time.Sleep(time.Duration(len(task.Name)%4) * 5 * time.Millisecond)
 		return "done:" + task.Input, nil
 	})
-	checker := checkSlots(t, ns, 2)
+	slots := watchSlots(t, ns)
 
 	const n = 200
 	var wg sync.WaitGroup
@@ -255,7 +196,9 @@ func TestTasksRunToCompletionWithinSlots(t *testing.T) {
 			t.Errorf("task %s result %q, want %q", task.Name, task.Status.Result, want)
 		}
 	}
-	checker.finish(t)
+	for _, v := range slots.finish(func(string) int { return 2 }) {
+		t.Error(v)
+	}
 	perTask := map[string]int{}
 	agents := map[string]int{}
 	for _, c := range w.allCalls() {

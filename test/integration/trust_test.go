@@ -15,9 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -225,65 +223,9 @@ func TestARolloutKeepsEveryReadyAgentWorking(t *testing.T) {
 		t.Errorf("once an agent of the new revision worked, old agents got no more tasks (%d calls in all)", len(calls))
 	}
 	t.Logf("%d tasks ran; %d on old agents after the first new agent started", len(calls), oldAfterNew)
-	for _, v := range over.finish(rc.slots) {
+	for _, v := range over.finish(func(agent string) int { return rc.slots[agent] }) {
 		t.Error(v)
 	}
-}
-
-// slotWatch records, from a watch of every task event, the most tasks each agent held.
-type slotWatch struct {
-	mu   sync.Mutex
-	peak map[string]int
-	stop func()
-}
-
-func watchSlots(t *testing.T, ns string) *slotWatch {
-	t.Helper()
-	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Client.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wi, err := wc.Watch(context.Background(), &swarmv1alpha1.TaskList{}, client.InNamespace(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &slotWatch{peak: map[string]int{}, stop: wi.Stop}
-	held := map[string]map[types.UID]bool{}
-	go func() {
-		for ev := range wi.ResultChan() {
-			task, ok := ev.Object.(*swarmv1alpha1.Task)
-			if !ok {
-				continue
-			}
-			s.mu.Lock()
-			for _, m := range held {
-				delete(m, task.UID)
-			}
-			if ev.Type != watch.Deleted && task.Status.Phase.Bound() {
-				if held[task.Status.Agent] == nil {
-					held[task.Status.Agent] = map[types.UID]bool{}
-				}
-				held[task.Status.Agent][task.UID] = true
-				s.peak[task.Status.Agent] = max(s.peak[task.Status.Agent], len(held[task.Status.Agent]))
-			}
-			s.mu.Unlock()
-		}
-	}()
-	return s
-}
-
-// finish stops the watch and returns the agents that held more tasks than their slots.
-func (s *slotWatch) finish(slots map[string]int) []string {
-	s.stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for agentName, peak := range s.peak {
-		if n, ok := slots[agentName]; ok && peak > n {
-			out = append(out, fmt.Sprintf("agent %s held %d tasks with %d slots", agentName, peak, n))
-		}
-	}
-	return out
 }
 
 func TestTasksThatCannotRunDoNotScaleAHive(t *testing.T) {

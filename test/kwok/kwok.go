@@ -300,6 +300,17 @@ func (c *Cluster) ready(ctx context.Context) error {
 
 // WaitAPIServer waits until the API server answers /readyz, or timeout passes.
 func (c *Cluster) WaitAPIServer(ctx context.Context, timeout time.Duration) error {
+	if err := c.waitReady(ctx, timeout, nil); err != nil {
+		return fmt.Errorf("kwok cluster %s: %w", c.name, err)
+	}
+	return nil
+}
+
+// errExited says the process waited for exited first.
+var errExited = errors.New("the process exited")
+
+// waitReady polls /readyz until it answers, timeout passes, or exited (if not nil) closes.
+func (c *Cluster) waitReady(ctx context.Context, timeout time.Duration, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
@@ -308,8 +319,10 @@ func (c *Cluster) WaitAPIServer(ctx context.Context, timeout time.Duration) erro
 			return nil
 		}
 		select {
+		case <-exited:
+			return errExited
 		case <-ctx.Done():
-			return fmt.Errorf("kwok cluster %s: %w", c.name, errors.Join(err, context.Cause(ctx)))
+			return errors.Join(err, context.Cause(ctx))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -163,21 +163,13 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		return fmt.Errorf("writing the kube-apiserver's pid file: %w", err)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for {
-		err := c.ready(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("the restarted kube-apiserver exited; its log: %s%s", logPath, logTail(logPath))
-		case <-ctx.Done():
-			return fmt.Errorf("the restarted kube-apiserver is not ready: %w", errors.Join(err, context.Cause(ctx)))
-		case <-time.After(100 * time.Millisecond):
-		}
+	switch err := c.waitReady(ctx, 2*time.Minute, p.exited); {
+	case errors.Is(err, errExited):
+		return fmt.Errorf("the restarted kube-apiserver exited; its log: %s%s", logPath, logTail(logPath))
+	case err != nil:
+		return fmt.Errorf("the restarted kube-apiserver is not ready: %w", err)
 	}
+	return nil
 }
 
 // readCommand reads a process's arguments, working folder and environment from /proc.
