@@ -68,6 +68,11 @@ verify: manifests generate ## Regenerate everything and fail if the committed fi
 		git status --porcelain -- api config charts; git --no-pager diff --stat -- api config charts; \
 		exit 1; \
 	fi
+	@go run ./test/perf -from-json docs/benchmarks.json -write-docs >/dev/null 2>&1 || { echo "rendering docs/benchmarks.md failed"; exit 1; }
+	@if [ -n "$$(git status --porcelain -- docs/benchmarks*)" ]; then \
+		echo "docs/benchmarks.md is out of date with docs/benchmarks.json and test/perf; run 'go run ./test/perf -from-json docs/benchmarks.json -write-docs' and commit:"; \
+		git --no-pager diff --stat -- docs/benchmarks*; exit 1; \
+	fi
 	@echo "generated files are up to date"
 
 ##@ Test
@@ -140,11 +145,15 @@ BENCH_FLAGS ?=
 
 .PHONY: bench
 bench: ## Measure throughput, latency, writes, memory and start-up against the API server's ceiling and a Job per task (about 12 minutes). BENCH_FLAGS="-write-docs" rewrites docs/benchmarks.md.
-	go run ./hack/bench $(BENCH_FLAGS)
+	export KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh envtest)" E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" \
+		E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
+	go run ./test/perf $(BENCH_FLAGS)
 
 .PHONY: bench-quick
 bench-quick: ## Run a one-minute version of the benchmark (the CI smoke test: fails only if a task is lost).
-	go run ./hack/bench -quick $(BENCH_FLAGS)
+	export KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh envtest)" E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" \
+		E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
+	go run ./test/perf -quick $(BENCH_FLAGS)
 
 ##@ Helm
 

@@ -4,13 +4,9 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -67,9 +63,9 @@ type world struct {
 }
 
 func newWorld(ctx context.Context, logf func(string, ...any)) (*world, error) {
-	k8sDir, kwokDir := os.Getenv("E2E_K8S_DIR"), os.Getenv("E2E_KWOK_DIR")
-	if k8sDir == "" || kwokDir == "" {
-		return nil, errors.New("E2E_K8S_DIR and E2E_KWOK_DIR are unset: run `make test-chaos`, which provides the binaries")
+	k8sDir, kwokDir, err := kwok.DirsFromEnv("make test-chaos")
+	if err != nil {
+		return nil, err
 	}
 	root, err := testenv.ModuleRoot()
 	if err != nil {
@@ -236,7 +232,10 @@ func (w *world) leader(ctx context.Context) *operator.Process {
 		if p.Alive() != nil {
 			continue
 		}
-		if v, ok := scrape(ctx, p.MetricsURL(), "leader_election_master_status"); ok && v == 1 {
+		scrapeCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		leader, err := p.Metric(scrapeCtx, "leader_election_master_status", "")
+		cancel()
+		if err == nil && leader[""] == 1 {
 			return p
 		}
 	}
@@ -284,35 +283,6 @@ func (w *world) close() {
 		}
 	}
 	_ = os.RemoveAll(w.work)
-}
-
-// scrape returns the value of the first sample of a metric family at a metrics URL.
-func scrape(ctx context.Context, url, name string) (float64, bool) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, false
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
-			return v, true
-		}
-	}
-	return 0, false
 }
 
 // wait polls f every 200ms until it returns nil or timeout passes.

@@ -73,9 +73,9 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) (int, error) {
-	k8sDir, kwokDir := os.Getenv("E2E_K8S_DIR"), os.Getenv("E2E_KWOK_DIR")
-	if k8sDir == "" || kwokDir == "" {
-		return 0, fmt.Errorf("E2E_K8S_DIR and E2E_KWOK_DIR are unset: run `make test-e2e`, which provides the binaries")
+	k8sDir, kwokDir, err := kwok.DirsFromEnv("make test-e2e")
+	if err != nil {
+		return 0, err
 	}
 	start := time.Now()
 	k, err := kwok.Create(context.Background(), kwok.Options{

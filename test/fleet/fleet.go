@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 
@@ -70,7 +71,7 @@ func (f *Fleet) Start(pod *corev1.Pod) {
 		if wrap != nil {
 			rt = wrap(rt)
 		}
-		return roundTripper(func(req *http.Request) (*http.Response, error) {
+		return promhttp.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			if cut.Load() {
 				return nil, errors.New("agent process is gone")
 			}
@@ -147,7 +148,3 @@ func (f *Fleet) Running() []string {
 
 // Started returns how many agents the fleet has started in all.
 func (f *Fleet) Started() int { return int(f.ran.Load()) }
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -11,7 +11,6 @@ package kubelet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -80,24 +79,6 @@ func (k *Kubelet) Start(ctx context.Context) error {
 		k.Workers = 16
 	}
 	k.held, k.running, k.stopping = map[string]bool{}, map[string]bool{}, map[string]bool{}
-	byObject := cache.ByObject{}
-	if k.Selector != nil {
-		byObject.Label = k.Selector
-	}
-	c, err := cache.New(k.Config, cache.Options{
-		Scheme:            testenv.Scheme,
-		DefaultNamespaces: map[string]cache.Config{k.Namespace: {}},
-		DefaultTransform:  cache.TransformStripManagedFields(),
-		ByObject:          map[client.Object]cache.ByObject{&corev1.Pod{}: byObject},
-	})
-	if err != nil {
-		return fmt.Errorf("kubelet: creating the pod watch: %w", err)
-	}
-	inf, err := c.GetInformer(ctx, &corev1.Pod{})
-	if err != nil {
-		return fmt.Errorf("kubelet: watching pods: %w", err)
-	}
-	k.store = c
 	k.queue = workqueue.NewTypedDelayingQueue[string]()
 	enqueue := func(obj any) {
 		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
@@ -107,17 +88,14 @@ func (k *Kubelet) Start(ctx context.Context) error {
 			k.queue.Add(p.Name)
 		}
 	}
-	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueue,
-		UpdateFunc: func(_, obj any) { enqueue(obj) },
-		DeleteFunc: enqueue,
-	}); err != nil {
-		return fmt.Errorf("kubelet: watching pods: %w", err)
+	store, err := testenv.Watch(ctx, k.Config, k.Namespace, k.Selector, map[client.Object]toolscache.ResourceEventHandler{
+		&corev1.Pod{}: toolscache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) }, DeleteFunc: enqueue},
+	})
+	if err != nil {
+		k.queue.ShutDown()
+		return fmt.Errorf("kubelet: %w", err)
 	}
-	go func() { _ = c.Start(ctx) }()
-	if !c.WaitForCacheSync(ctx) {
-		return errors.New("kubelet: the pod watch did not sync")
-	}
+	k.store = store
 	for range k.Workers {
 		go func() {
 			for {

@@ -17,7 +17,8 @@
 // the rest of the cluster runs on, and PID finds each component's process.
 //
 // The binaries come from `hack/setup-envtest.sh cluster` (K8sDir) and
-// `hack/setup-envtest.sh print-kwok-dir` (KwokDir).
+// `hack/setup-envtest.sh print-kwok-dir` (KwokDir); the make targets pass both to the suites
+// as E2E_K8S_DIR and E2E_KWOK_DIR (DirsFromEnv).
 package kwok
 
 import (
@@ -41,6 +42,16 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
+
+// DirsFromEnv returns the folders of the cluster's binaries and of kwok from E2E_K8S_DIR and
+// E2E_KWOK_DIR, or an error naming the make target that sets them.
+func DirsFromEnv(target string) (k8sDir, kwokDir string, err error) {
+	k8sDir, kwokDir = os.Getenv("E2E_K8S_DIR"), os.Getenv("E2E_KWOK_DIR")
+	if k8sDir == "" || kwokDir == "" {
+		return "", "", fmt.Errorf("E2E_K8S_DIR and E2E_KWOK_DIR are unset: run `%s`, which provides the binaries (hack/setup-envtest.sh cluster and print-kwok-dir)", target)
+	}
+	return k8sDir, kwokDir, nil
+}
 
 // Components of a kwokctl binary-runtime cluster, as PID and the pid files name them.
 const (

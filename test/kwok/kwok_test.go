@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -82,9 +81,9 @@ func waitGone(t *testing.T, cs kubernetes.Interface, name string, timeout time.D
 }
 
 func TestCluster(t *testing.T) {
-	k8sDir, kwokDir := os.Getenv("E2E_K8S_DIR"), os.Getenv("E2E_KWOK_DIR")
-	if k8sDir == "" || kwokDir == "" {
-		t.Fatal("E2E_K8S_DIR and E2E_KWOK_DIR are unset: run with the folders of `hack/setup-envtest.sh cluster` and `print-kwok-dir`")
+	k8sDir, kwokDir, err := kwok.DirsFromEnv("make test-e2e")
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx := context.Background()
 	slowReady, err := kwok.PodReadyStage("slow-ready", readyDelay, 0, map[string]string{slowLabel: "true"})

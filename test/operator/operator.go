@@ -21,6 +21,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Options say how to run the operator.
@@ -322,4 +325,37 @@ func (p *Process) Stop() error {
 		return fmt.Errorf("the operator stopped with %w; its log: %s%s", p.exitErr, p.logPath, p.LogTail(5))
 	}
 	return nil
+}
+
+// Metric scrapes the process's metrics and returns the samples of one family summed by the
+// value of a label (by "" when label is ""): rest_client_requests_total by "method", say.
+func (p *Process) Metric(ctx context.Context, family, label string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.metricsURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("scraping the operator's metrics: %w", err)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scraping the operator's metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scraping the operator's metrics: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the operator's metrics: %w", err)
+	}
+	out := map[string]float64{}
+	for _, m := range families[family].GetMetric() {
+		key := ""
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label {
+				key = l.GetValue()
+			}
+		}
+		out[key] += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+	}
+	return out, nil
 }

@@ -13,7 +13,6 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/aihub-dev/hive-operator/test/operator"
 	"github.com/aihub-dev/hive-operator/test/testenv"
@@ -37,16 +36,8 @@ func TestBuildStartReadyKillStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("built in %s", time.Since(begin).Round(time.Millisecond))
-	user, err := env.ControlPlane().AddUser(envtest.User{Name: "operator", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+	if err := testenv.WriteKubeconfig(env.Config, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
 	opts := operator.Options{
@@ -85,6 +76,16 @@ func TestBuildStartReadyKillStop(t *testing.T) {
 		}
 		return nil
 	})
+	testenv.Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
+		leader, err := p.Metric(ctx, "leader_election_master_status", "")
+		if err != nil || leader[""] != 1 {
+			return fmt.Errorf("leader_election_master_status %v, %w", leader, err)
+		}
+		return nil
+	})
+	if requests, err := p.Metric(ctx, "rest_client_requests_total", "method"); err != nil || requests["GET"] == 0 || requests["POST"] == 0 {
+		t.Errorf("rest_client_requests_total by method = %v, %v; want GETs and POSTs", requests, err)
+	}
 
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)

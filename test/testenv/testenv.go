@@ -22,13 +22,16 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -241,4 +244,35 @@ func WriteKubeconfig(cfg *rest.Config, path string) error {
 		return fmt.Errorf("writing the kubeconfig %s: %w", path, err)
 	}
 	return nil
+}
+
+// Watch watches kinds in a namespace, narrowed by a label selector when sel is not nil, with
+// one informer each calling its handler until ctx ends, and returns once they have synced,
+// within a minute. The cache it returns reads the watched objects.
+func Watch(ctx context.Context, cfg *rest.Config, ns string, sel labels.Selector, handlers map[client.Object]toolscache.ResourceEventHandler) (cache.Cache, error) {
+	byObject := map[client.Object]cache.ByObject{}
+	for obj := range handlers {
+		byObject[obj] = cache.ByObject{Label: sel}
+	}
+	c, err := cache.New(cfg, cache.Options{Scheme: Scheme, DefaultNamespaces: map[string]cache.Config{ns: {}},
+		DefaultTransform: cache.TransformStripManagedFields(), ByObject: byObject})
+	for obj, h := range handlers {
+		var inf cache.Informer
+		if err == nil {
+			inf, err = c.GetInformer(ctx, obj)
+		}
+		if err == nil {
+			_, err = inf.AddEventHandler(h)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("watching in %s: %w", ns, err)
+	}
+	go func() { _ = c.Start(ctx) }()
+	syncCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if !c.WaitForCacheSync(syncCtx) {
+		return nil, errors.Join(fmt.Errorf("the watches of %s did not sync within a minute", ns), context.Cause(ctx))
+	}
+	return c, nil
 }

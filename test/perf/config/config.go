@@ -1,0 +1,134 @@
+// Package config reads the benchmark's workloads (configs/quick.yaml and configs/full.yaml)
+// and its targets (configs/targets.yaml): the sizes of a run and the figures it is compared
+// with are data, so changing either needs no code. The files document every field.
+package config
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Workload is what one run of the benchmark does; it is written with the results.
+type Workload struct {
+	Mode          string          `json:"mode"`
+	Clients       int             `json:"clients"`
+	Concurrency   int             `json:"agentConcurrency"`
+	TaskDelay     metav1.Duration `json:"taskDelay"`
+	Stall         metav1.Duration `json:"stall"`
+	OperatorQPS   int             `json:"operatorQPS"`
+	OperatorBurst int             `json:"operatorBurst"`
+	Bursts        Bursts          `json:"bursts"`
+	AgentSweep    AgentSweep      `json:"agentSweep"`
+	OpenLoop      OpenLoop        `json:"openLoop"`
+	Stored        Stored          `json:"stored"`
+	Baseline      Baseline        `json:"baseline"`
+}
+
+// Bursts are the task-count sweep.
+type Bursts struct {
+	Tasks  []int `json:"tasks"`
+	Agents int   `json:"agents"`
+}
+
+// AgentSweep is one burst per number of agents.
+type AgentSweep struct {
+	Agents []int `json:"agents"`
+	Tasks  int   `json:"tasks"`
+}
+
+// OpenLoop is tasks arriving at shares of the measured ceiling.
+type OpenLoop struct {
+	RatePercents []int           `json:"ratePercents"`
+	Duration     metav1.Duration `json:"duration"`
+}
+
+// Stored is the fresh operator started with many queued tasks.
+type Stored struct {
+	Tasks   int             `json:"tasks"`
+	Clients int             `json:"clients"`
+	Settle  metav1.Duration `json:"settle"`
+}
+
+// Baseline is a Job per task against a warm agent on a kwok cluster.
+type Baseline struct {
+	Jobs    int             `json:"jobs"`
+	JobGap  metav1.Duration `json:"jobGap"`
+	WarmGap metav1.Duration `json:"warmGap"`
+	Nodes   int             `json:"nodes"`
+}
+
+// Target is one target: the checker computes its figure from the results and compares it
+// with Limit by Op (one of Ops). Goal, Measured and Why are text/templates.
+type Target struct {
+	Name     string             `json:"name"`
+	Figure   string             `json:"figure"`
+	Op       string             `json:"op"`
+	Limit    float64            `json:"limit"`
+	Unit     string             `json:"unit"`
+	Params   map[string]float64 `json:"params,omitempty"`
+	Goal     string             `json:"goal"`
+	Measured string             `json:"measured"`
+	Why      string             `json:"why,omitempty"`
+}
+
+// Ops are the comparisons a target may make.
+var Ops = []string{"<", "<=", ">="}
+
+// LoadWorkload reads and checks a workload file.
+func LoadWorkload(path string) (*Workload, error) {
+	w := &Workload{}
+	if err := load(path, w); err != nil {
+		return nil, err
+	}
+	// Every size is positive; the stored tasks and the baseline may be 0, which skips them.
+	d := func(d metav1.Duration) int { return int(d.Duration) }
+	positive := func(l []int, v ...int) bool { return slices.Min(slices.Concat(l, v, []int{1})) > 0 }
+	var bad []string
+	for name, ok := range map[string]bool{
+		"clients": positive(nil, w.Clients), "agentConcurrency": positive(nil, w.Concurrency), "stall": positive(nil, d(w.Stall)),
+		"bursts": positive(w.Bursts.Tasks, w.Bursts.Agents), "agentSweep": positive(w.AgentSweep.Agents, w.AgentSweep.Tasks),
+		"openLoop": positive(w.OpenLoop.RatePercents, d(w.OpenLoop.Duration)),
+		"stored":   w.Stored.Tasks == 0 || positive(nil, w.Stored.Tasks, w.Stored.Clients),
+		"baseline": w.Baseline.Jobs == 0 || positive(nil, w.Baseline.Jobs, w.Baseline.Nodes),
+	} {
+		if !ok {
+			bad = append(bad, name)
+		}
+	}
+	if len(bad) > 0 {
+		slices.Sort(bad)
+		return nil, fmt.Errorf("%s: sizes must be positive: %s", path, strings.Join(bad, ", "))
+	}
+	return w, nil
+}
+
+// LoadTargets reads and checks a targets file.
+func LoadTargets(path string) ([]Target, error) {
+	var targets []Target
+	if err := load(path, &targets); err != nil {
+		return nil, err
+	}
+	for _, t := range targets {
+		if t.Name == "" || t.Figure == "" || !slices.Contains(Ops, t.Op) {
+			return nil, fmt.Errorf("%s: target %q needs a name, a figure and an op among %v", path, t.Name, Ops)
+		}
+	}
+	return targets, nil
+}
+
+// load decodes a YAML file strictly: a misspelt field is an error, not a default.
+func load(path string, into any) error {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = yaml.UnmarshalStrict(b, into)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	return nil
+}

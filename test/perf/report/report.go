@@ -1,0 +1,196 @@
+// Package report renders a run's results: the Markdown tables printed after a run, and
+// docs/benchmarks.md (a text/template, benchmarks.md.tmpl) with its plot of latency against
+// the arrival rate (gonum/plot).
+package report
+
+import (
+	"cmp"
+	_ "embed"
+	"fmt"
+	"image/color"
+	"io"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"text/template"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/aihub-dev/hive-operator/test/perf/results"
+	"github.com/aihub-dev/hive-operator/test/perf/stats"
+)
+
+// Funcs format figures in the page and in the targets' texts.
+var Funcs = template.FuncMap{
+	"ms":        Ms,
+	"mul":       func(a, b float64) float64 { return a * b },
+	"coresUsed": coresUsed,
+	// share is a component's share of the machine's cores.
+	"share": func(u results.CPUUse, k string, cores float64) float64 { return u.Cores[k] / cores },
+	"mb": func(b uint64) string {
+		if b == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.0f", float64(b)/(1<<20))
+	},
+	"gib": func(b uint64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<30)) },
+	"pcts": func(s stats.Summary) string {
+		if s.N == 0 {
+			return "–"
+		}
+		return strings.Join([]string{Ms(s.P50), Ms(s.P95), Ms(s.P99), Ms(s.Max)}, " / ")
+	},
+	// requests lists request counts by method, in a fixed order.
+	"requests": func(m map[string]float64) string {
+		parts := []string{}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			parts = append(parts, fmt.Sprintf("%s %.0f", k, m[k]))
+		}
+		return cmp.Or(strings.Join(parts, ", "), "none")
+	},
+	// cores lists the cores of API server / etcd / operator / bench / other processes.
+	"cores": func(u results.CPUUse) string {
+		if len(u.Cores) == 0 {
+			return "–"
+		}
+		parts := []string{}
+		for _, k := range []string{"apiserver", "etcd", "operator", "bench", "other"} {
+			if v, ok := u.Cores[k]; ok {
+				parts = append(parts, fmt.Sprintf("%.2f", v))
+			} else {
+				parts = append(parts, "–")
+			}
+		}
+		return strings.Join(parts, " / ")
+	},
+}
+
+// coresUsed says where the cores went during a phase, for the targets' texts.
+func coresUsed(u results.CPUUse, cores float64) string {
+	var parts []string
+	for _, k := range []string{"apiserver", "etcd", "operator", "bench", "other"} {
+		if v, ok := u.Cores[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.2f", k, v))
+		}
+	}
+	if m, ok := u.Cores["machine"]; ok {
+		return strings.Join(parts, ", ") + fmt.Sprintf(" (%.2f of %.0f busy)", m, cores)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Ms formats milliseconds: two decimals below 10 ms, one below 100, none above.
+func Ms(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v < 10:
+		return fmt.Sprintf("%.2f", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+//go:embed benchmarks.md.tmpl
+var source string
+
+var page = template.Must(template.New("page").Funcs(Funcs).Parse(source))
+
+// data is what the page template sees.
+type data struct {
+	R    *results.Results
+	H    string // the level of the results' headings
+	Plot string
+}
+
+func (d data) Bursts() []results.Run { return d.R.RunsOf(results.KindBurst) }
+func (d data) Rates() []results.Run  { return d.R.RunsOf(results.KindOpenLoop) }
+func (d data) Whys() []results.Target {
+	return slices.DeleteFunc(slices.Clone(d.R.Targets), func(t results.Target) bool { return t.Why == "" })
+}
+
+// Markdown writes the results as Markdown: targets first, then every table, under headings
+// of a level ("##").
+func Markdown(w io.Writer, r *results.Results, heading string) error {
+	return page.ExecuteTemplate(w, "results", data{R: r, H: heading})
+}
+
+// Docs writes docs/benchmarks.md: how to run the benchmark, its method and targets, and the
+// results with the machine they were measured on and the plot (a file next to the page).
+func Docs(w io.Writer, r *results.Results, plotFile string) error {
+	return page.ExecuteTemplate(w, "page", data{R: r, H: "###", Plot: plotFile})
+}
+
+// QueueWaitFigure names the target drawn on the plot.
+const QueueWaitFigure = "queueWait"
+
+// Plot draws the queue-wait and end-to-end percentiles of the open-loop runs against their
+// arrival rate, in a format gonum/plot writes ("svg", "png"): a linear rate axis labelled
+// with each rate's share of the ceiling, a logarithmic latency axis in whole decades, and the
+// queue-wait target.
+func Plot(w io.Writer, r *results.Results, format string) error {
+	const floorMs = 0.1 // a log axis has no zero
+	p := plot.New()
+	p.Title.Text = "Latency against arrival rate (" + r.Settings.Mode + " run)"
+	p.X.Label.Text = "arrival rate (tasks/s, open loop; % of the measured ceiling)"
+	p.Y.Label.Text = "latency (ms, log scale)"
+	p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Add(plotter.NewGrid())
+	rates := r.RunsOf(results.KindOpenLoop)
+	var ticks plot.ConstantTicks
+	for _, run := range rates {
+		ticks = append(ticks, plot.Tick{Value: run.TargetRate, Label: fmt.Sprintf("%.0f\n%.0f %%", run.TargetRate, run.RatePercent)})
+	}
+	p.X.Tick.Marker = ticks
+	for _, e2e := range []bool{false, true} {
+		for k, pct := range []string{"p50", "p95", "p99"} {
+			xys := make(plotter.XYs, len(rates))
+			for i, run := range rates {
+				s := map[bool]stats.Summary{false: run.QueueWait, true: run.EndToEnd}[e2e]
+				xys[i] = plotter.XY{X: run.TargetRate, Y: max([]float64{s.P50, s.P95, s.P99}[k], floorMs)}
+			}
+			line, points, err := plotter.NewLinePoints(xys)
+			if err != nil {
+				return fmt.Errorf("plotting: %w", err)
+			}
+			line.Color, line.Width, points.Color, points.Shape = plotutil.Color(k), vg.Points(1.5), plotutil.Color(k), draw.CircleGlyph{}
+			label := "queue wait " + pct
+			if e2e { // dashed, with squares
+				line.Dashes, points.Shape, label = plotutil.Dashes(1), draw.BoxGlyph{}, "end to end "+pct
+			}
+			p.Add(line, points)
+			p.Legend.Add(label, line, points)
+		}
+	}
+	if len(rates) == 0 {
+		p.X.Max, p.Y.Min, p.Y.Max = 1, floorMs, 1000
+	}
+	p.X.Min, p.X.Max = 0, 1.05*p.X.Max
+	for _, t := range r.Targets {
+		if t.Figure == QueueWaitFigure {
+			target := plotter.NewFunction(func(float64) float64 { return t.Limit })
+			target.Color, target.Dashes = color.Gray{Y: 0x88}, plotutil.Dashes(2)
+			p.Add(target)
+			p.Legend.Add(fmt.Sprintf("target: queue wait p99 %s %g ms", t.Op, t.Limit), target)
+			p.Y.Max = max(p.Y.Max, 1.5*t.Limit)
+		}
+	}
+	// Whole decades, so that at least two are labelled; one more above for the legend.
+	p.Y.Min, p.Y.Max = math.Pow(10, math.Floor(math.Log10(max(p.Y.Min, floorMs)))), math.Pow(10, math.Ceil(math.Log10(p.Y.Max))+1)
+	wt, err := p.WriterTo(9*vg.Inch, 5*vg.Inch, format)
+	if err == nil {
+		_, err = wt.WriteTo(w)
+	}
+	if err != nil {
+		return fmt.Errorf("writing the plot: %w", err)
+	}
+	return nil
+}
