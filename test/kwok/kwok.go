@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -154,6 +155,13 @@ func Create(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	c.kubeconfig = filepath.Join(c.workDir, c.name+".kubeconfig")
 
+	// Hold the machine-wide creation lock until every component listens: see lockCreation.
+	unlock, err := lockCreation()
+	if err != nil {
+		return nil, c.failed(err)
+	}
+	defer unlock()
+
 	args := []string{"create", "cluster", "--runtime", "binary",
 		// kwokctl adds a context to this kubeconfig; by default it is the user's
 		// ($KUBECONFIG or ~/.kube/config), which a test must not touch.
@@ -212,6 +220,25 @@ func Create(ctx context.Context, o Options) (*Cluster, error) {
 	return c, nil
 }
 
+// lockCreation takes an exclusive lock on a file shared by every process of this machine,
+// and returns the function that releases it. kwokctl picks a cluster's ports by probing
+// downwards from 32767 in each new process, so two clusters created at the same time (the
+// e2e and kwok packages run in parallel under `go test`) pick the same ports, and the second
+// cluster's components fail to listen or talk to the first's. Once a cluster is usable its
+// ports are taken, and the next kwokctl's probe skips them.
+func lockCreation() (unlock func(), err error) {
+	path := filepath.Join(os.TempDir(), "hive-kwok-create.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600) //nolint:gosec // a fixed name in the temporary folder
+	if err != nil {
+		return nil, fmt.Errorf("opening the kwok creation lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, errors.Join(fmt.Errorf("taking the kwok creation lock %s: %w", path, err), f.Close())
+	}
+	// Closing the file releases the lock, also when the process dies holding it.
+	return func() { _ = f.Close() }, nil
+}
+
 // failed deletes what Create made and returns err with any error of the deletion.
 func (c *Cluster) failed(err error) error {
 	return errors.Join(err, c.Delete())
@@ -228,6 +255,11 @@ func (c *Cluster) Kubeconfig() string { return c.kubeconfig }
 
 // Config returns a copy of the administrator's client configuration (QPS 500, burst 1000).
 func (c *Cluster) Config() *rest.Config { return rest.CopyConfig(c.config) }
+
+// logPath is the log file of a component of the cluster.
+func (c *Cluster) logPath(component string) string {
+	return filepath.Join(c.Dir(), "logs", component+".log")
+}
 
 // stagesPath is the kwokctl configuration with the stages, when they are not the defaults.
 func (c *Cluster) stagesPath() string { return filepath.Join(c.workDir, c.name+"-stages.yaml") }
@@ -269,7 +301,8 @@ func (c *Cluster) waitUsable(ctx context.Context, nodes int, timeout time.Durati
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kwok cluster %s not usable within %s: %w", c.name, timeout, err)
+			return fmt.Errorf("kwok cluster %s not usable within %s: %w; the kwok controller's log: %s%s",
+				c.name, timeout, err, c.logPath(KwokController), logTail(c.logPath(KwokController)))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

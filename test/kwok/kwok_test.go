@@ -254,3 +254,40 @@ func TestCluster(t *testing.T) {
 		})
 	})
 }
+
+// Two clusters created at the same moment, as `go test` does when it runs the e2e and the
+// kwok packages in parallel, both become usable: each kwokctl picks its ports by probing
+// downwards from the same number, so two creations that overlap would pick the same ports.
+func TestClustersCreatedAtOnce(t *testing.T) {
+	k8sDir, kwokDir, err := kwok.DirsFromEnv("make test-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	clusters := make([]*kwok.Cluster, 2)
+	errs := make([]error, 2)
+	done := make(chan int)
+	for i := range clusters {
+		go func() {
+			clusters[i], errs[i] = kwok.Create(ctx, kwok.Options{K8sDir: k8sDir, KwokDir: kwokDir, Nodes: 1, ReadyTimeout: time.Minute})
+			done <- i
+		}()
+	}
+	for range clusters {
+		<-done
+	}
+	for i, c := range clusters {
+		if errs[i] != nil {
+			t.Errorf("cluster %d: %v", i, errs[i])
+			continue
+		}
+		t.Cleanup(func() {
+			if err := c.Delete(); err != nil {
+				t.Error(err)
+			}
+		})
+		if _, err := kubernetes.NewForConfigOrDie(c.Config()).CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+			t.Errorf("cluster %s: %v", c.Name(), err)
+		}
+	}
+}

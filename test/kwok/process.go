@@ -138,7 +138,7 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		return errors.New("starting the kube-apiserver: it was not stopped by StopAPIServer, so its command is unknown")
 	}
 	cmd := c.stopped
-	logPath := filepath.Join(c.Dir(), "logs", KubeAPIServer+".log")
+	logPath := c.logPath(KubeAPIServer)
 	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644) //nolint:gosec // the cluster's own log
 	if err != nil {
 		return fmt.Errorf("opening the kube-apiserver's log: %w", err)
