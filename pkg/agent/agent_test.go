@@ -95,21 +95,7 @@ func runAgent(t *testing.T, ns, pod string, h agent.Handler, mutate ...func(*age
 	for _, m := range mutate {
 		m(&opts)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- agent.Run(ctx, opts, h) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent returned %v", err)
-		}
-	}
-	t.Cleanup(stop)
+	stop, _ = testenv.Background(t, "the agent", func(ctx context.Context) error { return agent.Run(ctx, opts, h) })
 	return stop
 }
 

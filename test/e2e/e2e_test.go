@@ -143,28 +143,14 @@ func startOperator(t *testing.T) (stop func()) {
 	if err != nil {
 		t.Fatalf("creating the manager: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.Setup(ctx, mgr, controllers.Options{}); err != nil {
+	if err := controllers.Setup(context.Background(), mgr, controllers.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	var stopped bool
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("the operator stopped with %v", err)
-		}
-	}
-	t.Cleanup(stop)
+	stop, exited := testenv.Background(t, "the operator", mgr.Start)
 	select {
 	case <-mgr.Elected():
-	case err := <-done:
-		t.Fatalf("the operator stopped: %v", err)
+	case <-exited:
+		t.Fatal("the operator stopped before it became leader")
 	case <-time.After(60 * time.Second):
 		t.Fatal("the operator never became leader")
 	}

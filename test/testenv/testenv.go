@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,6 +152,29 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Background runs run in a goroutine until the test ends or stop is called. stop cancels
+// run's context, waits for it to return and reports its error, once however often it is
+// called; exited is closed when run returns, also on its own.
+func Background(t testing.TB, what string, run func(context.Context) error) (stop func(), exited <-chan struct{}) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = run(ctx)
+	}()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		<-done
+		if err != nil {
+			t.Errorf("%s returned %v", what, err)
+		}
+	})
+	t.Cleanup(stop)
+	return stop, done
 }
 
 // ModuleRoot returns the folder of the project's go.mod.
