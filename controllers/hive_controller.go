@@ -279,13 +279,13 @@ func (r *HiveReconciler) act(ctx context.Context, hive *swarmv1alpha1.Hive, obs 
 	switch {
 	case a.scaleErr != nil:
 		// The plan was made for the replicas the autoscaler could not write: wait for it.
-		a.createErr, _ = r.createFailures.refusal(hive, now)
+		a.createErr = r.createFailures.refusal(hive, now)
 	case obs.cacheBehind > 0:
 		// The cache has not caught up with the last writes; its watch events trigger the
 		// next reconcile. The wait only guards against a lost event.
 		log.FromContext(ctx).V(1).Info("waiting for the cache to show the hive's writes", "hive", klog.KObj(hive), "pending", obs.cacheBehind)
 		a.cacheWait = time.Second
-		a.createErr, _ = r.createFailures.refusal(hive, now)
+		a.createErr = r.createFailures.refusal(hive, now)
 	default:
 		pw := r.carryOut(ctx, hive, d.spec, d.plan, obs.byName)
 		a.createErr, a.podErrs = pw.createErr, pw.failed

@@ -102,13 +102,13 @@ func (c *createFailures) backoff(key types.NamespacedName, now time.Time) time.D
 }
 
 // refusal returns the last refusal of the hive's current generation while its backoff
-// lasts: creating again now would fail the same way.
-func (c *createFailures) refusal(hive *swarmv1alpha1.Hive, now time.Time) (error, bool) {
+// lasts (creating again now would fail the same way), or nil.
+func (c *createFailures) refusal(hive *swarmv1alpha1.Hive, now time.Time) error {
 	f, ok := c.get(hiveKey(hive))
 	if !ok || f.generation != hive.Generation || c.backoff(hiveKey(hive), now) == 0 {
-		return nil, false
+		return nil
 	}
-	return f.err, true
+	return f.err
 }
 
 // leftLabel holds pods a hive controlled that left its label-filtered watch. The watch

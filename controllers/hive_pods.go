@@ -85,8 +85,7 @@ func (r *HiveReconciler) carryOut(ctx context.Context, hive *swarmv1alpha1.Hive,
 		r.createFailures.forget(key)
 		return w
 	}
-	if refusal, ok := r.createFailures.refusal(hive, r.opts.Now()); ok {
-		w.createErr = refusal
+	if w.createErr = r.createFailures.refusal(hive, r.opts.Now()); w.createErr != nil {
 		return w
 	}
 	created, err := r.createAgents(ctx, hive, spec.UpdateRevision, plan.Create)

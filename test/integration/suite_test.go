@@ -434,4 +434,3 @@ func (s *slotWatch) finish(slots func(agent string) int) []string {
 	}
 	return out
 }
-
