@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"runtime/debug"
@@ -110,15 +111,22 @@ func parseFlags(args []string) (*options, error) {
 }
 
 func main() {
-	o, err := parseFlags(os.Args[1:])
+	os.Exit(start(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig, os.Stderr))
+}
+
+// start is the manager's process without the process: it parses args, sets up logging and
+// the Go memory limit, finds the cluster through config and runs until ctx ends, and
+// returns the exit code (0 also for --help, 2 for bad flags, 1 when the manager fails).
+func start(ctx context.Context, args []string, config func() (*rest.Config, error), stderr io.Writer) int {
+	o, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
+		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		fmt.Fprintln(stderr, err)
+		return 2
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap), zap.WriteTo(stderr)))
 	// Without GOMEMLIMIT, the heap may grow to twice its live size, past the container's
 	// limit: give the runtime a soft limit under it instead.
 	if os.Getenv("GOMEMLIMIT") == "" {
@@ -127,15 +135,16 @@ func main() {
 			ctrl.Log.WithName("setup").Info("Go memory limit set from the container's", "bytes", soft, "share", memlimit.Share)
 		}
 	}
-	cfg, err := ctrl.GetConfig()
+	cfg, err := config()
 	if err != nil {
 		ctrl.Log.Error(err, "unable to find a kubeconfig or in-cluster configuration")
-		os.Exit(1)
+		return 1
 	}
-	if err := run(ctrl.SetupSignalHandler(), cfg, o); err != nil {
+	if err := run(ctx, cfg, o); err != nil {
 		ctrl.Log.Error(err, "the manager stopped with an error")
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 // run starts the manager and blocks until ctx is cancelled (then shuts down gracefully

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/rest"
 
 	"github.com/aihub-dev/hive-operator/test/testenv"
 )
@@ -48,19 +52,21 @@ func get(ctx context.Context, t *testing.T, url string, done <-chan error) strin
 func TestManagerServesProbesAndMetrics(t *testing.T) {
 	testenv.Require(t, env)
 	probe, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	o, err := parseFlags([]string{
+	args := []string{
 		"--health-probe-bind-address=" + probe,
 		"--metrics-bind-address=" + metrics,
 		"--metrics-secure=false",
 		"--leader-elect=false",
 		"--namespaces=default,kube-system",
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Config, o) }()
+	go func() {
+		if code := start(ctx, args, func() (*rest.Config, error) { return env.Config, nil }, os.Stderr); code != 0 {
+			done <- fmt.Errorf("exit code %d", code)
+		}
+		close(done)
+	}()
 
 	wait := testenv.Context(t, 30*time.Second)
 	get(wait, t, "http://"+probe+"/healthz", done)
@@ -114,6 +120,35 @@ func TestParseFlags(t *testing.T) {
 			}
 			if err != nil || !tc.check(o) {
 				t.Fatalf("parseFlags(%v) = %+v, %v", tc.args, o, err)
+			}
+		})
+	}
+}
+
+// The process's exit codes without a cluster: 0 for --help, 2 for flags it cannot use (with
+// the reason on stderr), 1 when there is no cluster. TestManagerServesProbesAndMetrics
+// sees 0 after a clean stop; a process runs one manager (controller names are global).
+func TestStartExitCodes(t *testing.T) {
+	noCluster := func() (*rest.Config, error) { return nil, errors.New("no kubeconfig") }
+	cases := map[string]struct {
+		args       []string
+		wantCode   int
+		wantStderr string
+	}{
+		"help":        {args: []string{"--help"}, wantCode: 0},
+		"a bad flag":  {args: []string{"--kube-api-qps=0"}, wantCode: 2, wantStderr: "must be positive"},
+		"an argument": {args: []string{"extra"}, wantCode: 2, wantStderr: "unexpected arguments"},
+		// The reason goes to the log, which controller-runtime lets a process set only once.
+		"no cluster": {args: []string{"--leader-elect=false"}, wantCode: 1},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var stderr strings.Builder
+			if code := start(t.Context(), tc.args, noCluster, &stderr); code != tc.wantCode {
+				t.Fatalf("exit code %d; want %d; stderr:\n%s", code, tc.wantCode, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Errorf("stderr lacks %q:\n%s", tc.wantStderr, stderr.String())
 			}
 		})
 	}
