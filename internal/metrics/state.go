@@ -13,14 +13,6 @@ import (
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 )
 
-// Agent states of the hive_agents gauge: agentpod's, by its one rule.
-const (
-	AgentStarting = string(agentpod.StateStarting)
-	AgentIdle     = string(agentpod.StateIdle)
-	AgentBusy     = string(agentpod.StateBusy)
-	AgentDraining = string(agentpod.StateDraining)
-)
-
 var (
 	agentsDesc = prometheus.NewDesc(Namespace+"_agents",
 		"Agent pods by hive and state: draining (however busy), busy (holding a task), starting (not ready and idle), idle.",
@@ -117,15 +109,18 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 		for i := range pods.Items {
 			p := &pods.Items[i]
 			hive, ok := agentpod.ControllerHive(p)
-			if !ok || agentpod.IsTerminating(p) || agentpod.IsFinished(p) {
+			if !ok {
+				continue
+			}
+			state := agentpod.StateOf(p, bound[p.Namespace+"/"+p.Name])
+			if state == agentpod.StateStopping { // no longer one of the hive's agents
 				continue
 			}
 			k := hiveKey{p.Namespace, hive}
-			state := string(agentpod.StateOf(p, bound[p.Namespace+"/"+p.Name]))
 			if states[k] == nil {
-				states[k] = map[string]int{AgentStarting: 0, AgentIdle: 0, AgentBusy: 0, AgentDraining: 0}
+				states[k] = noAgents()
 			}
-			states[k][state]++
+			states[k][string(state)]++
 		}
 		hives := &swarmv1alpha1.HiveList{}
 		if err := reader.List(ctx, hives, noCopy); err == nil {
@@ -136,7 +131,7 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(replicasDesc, prometheus.GaugeValue, float64(h.Status.Replicas), h.Namespace, h.Name)
 				ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, float64(h.Status.ReadyReplicas), h.Namespace, h.Name)
 				if states[k] == nil {
-					states[k] = map[string]int{AgentStarting: 0, AgentIdle: 0, AgentBusy: 0, AgentDraining: 0}
+					states[k] = noAgents()
 				}
 			}
 		}
@@ -146,4 +141,14 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+}
+
+// noAgents is a hive's count of agents in each state before any is counted: every state is
+// reported, also at zero.
+func noAgents() map[string]int {
+	m := make(map[string]int, len(agentpod.States))
+	for _, s := range agentpod.States {
+		m[string(s)] = 0
+	}
+	return m
 }
