@@ -140,7 +140,8 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 		return ctrl.Result{}, err
 	}
 	done := r.act(ctx, hive, obs, d, now)
-	status := hivestatus.Compute(&hive.Status, hivestatus.Observed{
+	prev := r.statusWrites.base(hive)
+	status := hivestatus.Compute(prev, hivestatus.Observed{
 		Generation:     hive.Generation,
 		Desired:        d.spec.Replicas,
 		MinAvailable:   max(0, d.spec.Replicas-d.spec.MaxUnavailable),
@@ -155,7 +156,7 @@ func (r *HiveReconciler) reconcile(ctx context.Context, hive *swarmv1alpha1.Hive
 		Scaling:        done.scaling,
 		Now:            now,
 	})
-	statusWait, statusErr := r.writeStatus(ctx, hive, status, now)
+	statusWait, statusErr := r.writeStatus(ctx, hive, prev, status, now)
 	if err := errors.Join(done.errs(), statusErr); err != nil {
 		// The workqueue retries with its exponential backoff.
 		return ctrl.Result{}, err
@@ -320,30 +321,30 @@ func toAgent(p *corev1.Pod, tasks int) pool.Agent {
 	}
 }
 
-// writeStatus patches the hive's status if it changed. A change of task counts alone waits
-// until StatusInterval has passed since the last write, and the returned duration says
-// when to come back for it.
-func (r *HiveReconciler) writeStatus(ctx context.Context, hive *swarmv1alpha1.Hive, status swarmv1alpha1.HiveStatus, now time.Time) (time.Duration, error) {
-	if hivestatus.Equal(&hive.Status, &status) {
+// writeStatus patches the hive's status if it differs from prev (statusWrites.base). A
+// change of task counts alone waits until StatusInterval has passed since the last write,
+// and the returned duration says when to come back for it.
+func (r *HiveReconciler) writeStatus(ctx context.Context, hive *swarmv1alpha1.Hive, prev *swarmv1alpha1.HiveStatus, status swarmv1alpha1.HiveStatus, now time.Time) (time.Duration, error) {
+	if hivestatus.Equal(prev, &status) {
 		return 0, nil
 	}
-	key := hiveKey(hive)
-	if wait := r.statusWrites.wait(key, now, r.opts.StatusInterval); wait > 0 && hivestatus.OnlyCountersChanged(&hive.Status, &status) {
+	if wait := r.statusWrites.wait(hiveKey(hive), now, r.opts.StatusInterval); wait > 0 && hivestatus.OnlyCountersChanged(prev, &status) {
 		return wait, nil
 	}
-	prev := hive.Status
+	before := prev.DeepCopy()
 	// The whole status goes in the patch, not a diff: a diff would never carry the counts
 	// that are zero on both sides, and kubectl would print them blank.
 	raw, err := jsonMarshal(map[string]any{"status": status})
 	if err != nil {
 		return 0, err
 	}
+	rv := hive.ResourceVersion
 	hive.Status = status
 	if err := r.client.Status().Patch(ctx, hive, client.RawPatch(types.MergePatchType, raw)); err != nil {
 		return 0, fmt.Errorf("writing hive status: %w", err)
 	}
-	r.statusWrites.set(key, now)
-	r.statusEvents(hive, &prev, &status)
+	r.statusWrites.wrote(hive, rv, &status, now)
+	r.statusEvents(hive, before, &status)
 	return 0, nil
 }
 

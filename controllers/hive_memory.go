@@ -53,15 +53,39 @@ func (p *perHive[V]) forget(key types.NamespacedName) {
 	delete(p.m, key)
 }
 
-// statusWrites remembers when each hive's status was last written: a change of task counts
-// alone waits until StatusInterval has passed since, so the write rate does not follow the
-// task rate.
-type statusWrites struct{ perHive[time.Time] }
+// statusWrite is the last status the controller wrote for a hive: when, on top of which
+// version of the hive, and what.
+type statusWrite struct {
+	at     time.Time
+	before string // the hive's resourceVersion the write was made on
+	status swarmv1alpha1.HiveStatus
+}
+
+// statusWrites remembers each hive's last status write. A change of task counts alone waits
+// until StatusInterval has passed since, so the write rate does not follow the task rate;
+// and a reconcile whose cache does not show the write yet compares with it (base).
+type statusWrites struct{ perHive[statusWrite] }
 
 // wait is how long a counters-only change of the hive's status must wait.
 func (s *statusWrites) wait(key types.NamespacedName, now time.Time, interval time.Duration) time.Duration {
 	last, _ := s.get(key)
-	return last.Add(interval).Sub(now)
+	return last.at.Add(interval).Sub(now)
+}
+
+// base is the status the API server holds for the hive as far as the controller knows: its
+// own last write while the cache still shows the version it was made on, the cache's
+// status otherwise. Hive status updates trigger no reconcile, so a write skipped because a
+// lagging cache showed the status computed again would stand until the next event.
+func (s *statusWrites) base(hive *swarmv1alpha1.Hive) *swarmv1alpha1.HiveStatus {
+	if last, ok := s.get(hiveKey(hive)); ok && last.before == hive.ResourceVersion {
+		return &last.status
+	}
+	return &hive.Status
+}
+
+// wrote records a status written on top of the hive's version before.
+func (s *statusWrites) wrote(hive *swarmv1alpha1.Hive, before string, status *swarmv1alpha1.HiveStatus, now time.Time) {
+	s.set(hiveKey(hive), statusWrite{at: now, before: before, status: *status.DeepCopy()})
 }
 
 // createFailure is a hive's failed pod creations, to back off while its template is
