@@ -173,7 +173,7 @@ func TestSetupWiresEveryControllerIntoAManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Controller names are unique within a manager: wiring twice is refused, not doubled.
-	if err := NewTaskReconciler(mgr.GetClient(), nil, TaskOptions{}).SetupWithManager(mgr); err == nil {
+	if err := NewTaskReconciler(mgr.GetClient(), mgr.GetAPIReader(), nil, TaskOptions{}).SetupWithManager(mgr); err == nil {
 		t.Error("a second task controller was accepted")
 	}
 }

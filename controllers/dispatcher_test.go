@@ -222,7 +222,7 @@ func TestADependentRecordsItsDependenciesMetSoItsHiveWakes(t *testing.T) {
 	dep.Status.Phase = swarmv1alpha1.TaskSucceeded
 	dependent := builder.Task("ns", "summarise").Hive("h2").DependsOn("fetch").Obj()
 	c := fakeClient(interceptor.Funcs{}, builder.Hive("ns", "h2").Obj(), dep, dependent)
-	r := NewTaskReconciler(c, events.NewFakeRecorder(10), TaskOptions{Now: func() time.Time { return unitNow },
+	r := NewTaskReconciler(c, c, events.NewFakeRecorder(10), TaskOptions{Now: func() time.Time { return unitNow },
 		AgentLostGrace: time.Second, TimeoutGrace: time.Second, MissingDependencyTimeout: time.Minute})
 	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(dependent)}); err != nil {
 		t.Fatal(err)

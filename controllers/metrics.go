@@ -36,7 +36,17 @@ func (prometheusMetrics) RolloutStarted(namespace, hive string) {
 	metrics.Rollouts.WithLabelValues(namespace, hive).Inc()
 }
 
-// taskTransitions counts task outcomes, run times and retries from the task watch. It runs
+// Finished counts a task's outcome and run time.
+func (prometheusMetrics) Finished(t *swarmv1alpha1.Task) {
+	metrics.Outcomes.WithLabelValues(t.Namespace, t.Spec.Hive, string(t.Status.Phase)).Inc()
+	if t.Status.AssignedAt != nil && t.Status.FinishedAt != nil {
+		metrics.RunTime.WithLabelValues(t.Namespace, t.Spec.Hive, string(t.Status.Phase)).
+			Observe(t.Status.FinishedAt.Sub(t.Status.AssignedAt.Time).Seconds())
+	}
+}
+
+// taskTransitions counts retries from the task watch; outcomes and run times come from the
+// retention controller's watch of finished tasks, which the cache does not hold. It runs
 // only on the leader, so that replicas do not count the same transition twice.
 type taskTransitions struct {
 	cache cache.Cache
@@ -65,14 +75,7 @@ func observeTransition(oldObj, newObj any) {
 	if !ok1 || !ok2 {
 		return
 	}
-	switch {
-	case !o.Status.Phase.Finished() && n.Status.Phase.Finished():
-		metrics.Outcomes.WithLabelValues(n.Namespace, n.Spec.Hive, string(n.Status.Phase)).Inc()
-		if n.Status.AssignedAt != nil && n.Status.FinishedAt != nil {
-			metrics.RunTime.WithLabelValues(n.Namespace, n.Spec.Hive, string(n.Status.Phase)).
-				Observe(n.Status.FinishedAt.Sub(n.Status.AssignedAt.Time).Seconds())
-		}
-	case o.Status.Phase.Bound() && lifecycle.IsQueued(n):
+	if o.Status.Phase.Bound() && lifecycle.IsQueued(n) {
 		// A failed attempt counts in failedAttempts and names its reason in the
 		// AttemptFailed condition; a release (an agent giving the task back) does neither.
 		reason := "Released"

@@ -74,12 +74,13 @@ func TestTaskTransitionsAreCountedByWhatTheyMean(t *testing.T) {
 		to   func(*swarmv1alpha1.Task) *swarmv1alpha1.Task
 		want map[string]float64
 	}{
+		// The cache sees a task that finishes leave it; the watch of finished tasks counts
+		// its outcome (Finished).
 		"a task succeeded": {
 			to: func(t *swarmv1alpha1.Task) *swarmv1alpha1.Task {
 				t.Status.Phase, t.Status.FinishedAt = swarmv1alpha1.TaskSucceeded, ptrMicro(unitNow)
 				return t
 			},
-			want: map[string]float64{"succeeded": 1, "run times": 1},
 		},
 		"an attempt timed out and is retried": {
 			to: func(t *swarmv1alpha1.Task) *swarmv1alpha1.Task {

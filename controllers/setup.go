@@ -39,11 +39,16 @@ type Options struct {
 	TaskConcurrency     int
 	DispatchConcurrency int
 	BindConcurrency     int
+	// Namespaces are the namespaces the operator serves; all when empty.
+	Namespaces []string
+	// FinishedTaskSweepInterval: see RetentionReconciler.
+	FinishedTaskSweepInterval time.Duration
 }
 
-// CacheOptions limit what the manager caches: only pods that carry the hive label (a
-// cluster's other pods are none of the operator's business and would cost memory), and no
-// managed fields on any object.
+// CacheOptions limit what the manager caches: only tasks that have not finished (the
+// history is the RetentionReconciler's, which never holds it), only pods that carry the
+// hive label (a cluster's other pods are none of the operator's business and would cost
+// memory), and no managed fields on any object.
 func CacheOptions() cache.Options {
 	hasHive, err := labels.NewRequirement(swarmv1alpha1.LabelHive, selection.Exists, nil)
 	if err != nil {
@@ -54,6 +59,7 @@ func CacheOptions() cache.Options {
 		// Only objects of hives: the cluster's other pods, accounts and roles would cost
 		// memory and events for nothing.
 		ByObject: map[client.Object]cache.ByObject{
+			&swarmv1alpha1.Task{}:           {Field: swarmv1alpha1.UnfinishedTasks()},
 			&corev1.Pod{}:                   {Label: labels.NewSelector().Add(*hasHive)},
 			&corev1.ServiceAccount{}:        {Label: labels.NewSelector().Add(*hasHive)},
 			&rbacv1.Role{}:                  {Label: labels.NewSelector().Add(*hasHive)},
@@ -110,7 +116,17 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := dispatcher.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	tasks := NewTaskReconciler(mgr.GetClient(), mgr.GetEventRecorder("task-controller"), TaskOptions{
+	lister, err := client.NewWithWatch(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return fmt.Errorf("creating the client of finished tasks: %w", err)
+	}
+	retention := NewRetentionReconciler(mgr.GetClient(), mgr.GetAPIReader(), lister, RetentionOptions{
+		Now: o.Now, Namespaces: o.Namespaces, SweepInterval: o.FinishedTaskSweepInterval, Metrics: prometheusMetrics{},
+	})
+	if err := retention.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	tasks := NewTaskReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("task-controller"), TaskOptions{
 		Now: o.Now, AgentLostGrace: o.AgentLostGrace, TimeoutGrace: o.TimeoutGrace,
 		MissingDependencyTimeout: o.MissingDependencyTimeout, MaxConcurrentReconciles: o.TaskConcurrency, Metrics: prometheusMetrics{},
 	})

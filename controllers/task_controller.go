@@ -25,14 +25,16 @@ import (
 	"github.com/aihub-dev/hive-operator/internal/statuspatch"
 )
 
-// TaskReconciler runs the parts of a task's life that are the operator's: it reports tasks
-// their hive cannot run, holds tasks behind their dependencies, times out attempts,
-// requeues the tasks of lost agents, cancels queued tasks, and deletes finished tasks past
-// their TTL. Binding is the Dispatcher's; running and finishing are the agent's.
+// TaskReconciler runs the parts of an unfinished task's life that are the operator's: it
+// reports tasks their hive cannot run, holds tasks behind their dependencies, times out
+// attempts, requeues the tasks of lost agents and cancels queued tasks. Binding is the
+// Dispatcher's; running and finishing are the agent's; deleting finished tasks is the
+// RetentionReconciler's.
 type TaskReconciler struct {
-	client   client.Client
-	recorder events.EventRecorder
-	opts     TaskOptions
+	client    client.Client
+	apiReader client.Reader
+	recorder  events.EventRecorder
+	opts      TaskOptions
 }
 
 // TaskOptions configure a TaskReconciler.
@@ -59,9 +61,10 @@ type TaskMetrics interface {
 	AttemptFailed(namespace, hive, reason string)
 }
 
-// NewTaskReconciler returns a task controller that reads from c (the manager's cache) and
-// writes with it.
-func NewTaskReconciler(c client.Client, recorder events.EventRecorder, opts TaskOptions) *TaskReconciler {
+// NewTaskReconciler returns a task controller that reads from c (the manager's cache, which
+// holds only unfinished tasks) and writes with it, and reads the dependencies the cache does
+// not hold, because they finished, from apiReader (the API server).
+func NewTaskReconciler(c client.Client, apiReader client.Reader, recorder events.EventRecorder, opts TaskOptions) *TaskReconciler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -77,7 +80,7 @@ func NewTaskReconciler(c client.Client, recorder events.EventRecorder, opts Task
 	if opts.MaxConcurrentReconciles <= 0 {
 		opts.MaxConcurrentReconciles = 8
 	}
-	return &TaskReconciler{client: c, recorder: recorder, opts: opts}
+	return &TaskReconciler{client: c, apiReader: apiReader, recorder: recorder, opts: opts}
 }
 
 // +kubebuilder:rbac:groups=swarm.aihub.dev,resources=tasks,verbs=get;list;watch;delete
@@ -92,6 +95,9 @@ func (r *TaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		}
 		return ctrl.Result{}, fmt.Errorf("reading task: %w", err)
 	}
+	if task.Status.Phase.Finished() {
+		return ctrl.Result{}, nil // the RetentionReconciler's
+	}
 	obs, err := r.observe(ctx, task)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -99,22 +105,11 @@ func (r *TaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	return r.apply(ctx, task, lifecycle.Decide(task, obs))
 }
 
-// apply writes a decision: the deletion of an expired task, or its new status (a
-// compare-and-swap: a task that changed meanwhile is decided again from its new version,
-// which the watch delivers), then the decision's event.
+// apply writes a decision: the task's new status (a compare-and-swap: a task that changed
+// meanwhile is decided again from its new version, which the watch delivers), then the
+// decision's event.
 func (r *TaskReconciler) apply(ctx context.Context, task *swarmv1alpha1.Task, d lifecycle.Decision) (ctrl.Result, error) {
 	logger := log.FromContext(ctx).WithValues("task", klog.KObj(task))
-	if d.Delete {
-		uid, rv := task.UID, task.ResourceVersion
-		if err := r.client.Delete(ctx, task, client.Preconditions{UID: &uid, ResourceVersion: &rv}); err != nil && !apierrors.IsNotFound(err) {
-			if apierrors.IsConflict(err) {
-				return ctrl.Result{RequeueAfter: time.Second}, nil
-			}
-			return ctrl.Result{}, fmt.Errorf("deleting expired task: %w", err)
-		}
-		logger.V(2).Info("deleted a task past its TTL")
-		return ctrl.Result{}, nil
-	}
 	if d.Status != nil {
 		next := task.DeepCopy()
 		next.Status = *d.Status
@@ -146,15 +141,6 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 	obs := lifecycle.Observed{Now: r.opts.Now(), AgentLostGrace: r.opts.AgentLostGrace, TimeoutGrace: r.opts.TimeoutGrace,
 		MissingDependencyTimeout: r.opts.MissingDependencyTimeout}
 	switch {
-	case task.Status.Phase.Finished():
-		if task.Spec.TTLSecondsAfterFinished != nil {
-			n, err := r.unfinishedDependents(ctx, task)
-			if err != nil {
-				return obs, err
-			}
-			obs.Dependents = n
-		}
-		return obs, nil
 	case task.Status.Phase.Bound():
 		pod := &corev1.Pod{}
 		err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Status.Agent}, pod)
@@ -178,7 +164,7 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 	default:
 		obs.Hive = hive
 	}
-	deps, err := dependencies(ctx, r.client, task)
+	deps, err := dependencies(ctx, r.client, r.apiReader, task)
 	if err != nil {
 		return obs, err
 	}
@@ -201,26 +187,21 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 	return obs, nil
 }
 
-// unfinishedDependents counts the tasks that depend on a task and have not finished.
-func (r *TaskReconciler) unfinishedDependents(ctx context.Context, task *swarmv1alpha1.Task) (int, error) {
-	list := &swarmv1alpha1.TaskList{}
-	if err := r.client.List(ctx, list, client.InNamespace(task.Namespace), client.MatchingFields{IndexTaskDependsOn: task.Name},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return 0, fmt.Errorf("listing the tasks that depend on %s: %w", task.Name, err)
-	}
-	return len(list.Items), nil
-}
-
-// dependencies reads the tasks a task depends on from the cache (nil for those that do not
-// exist), or none once the task recorded them satisfied.
-func dependencies(ctx context.Context, c client.Reader, t *swarmv1alpha1.Task) (map[string]*swarmv1alpha1.Task, error) {
+// dependencies reads the tasks a task depends on (nil for those that do not exist), or none
+// once the task recorded them satisfied: from the cache, and from the API server for those
+// the cache does not hold, because they finished. A dependent reads a finished dependency
+// once: the decision its outcome leads to is recorded in the dependent's status.
+func dependencies(ctx context.Context, cache, api client.Reader, t *swarmv1alpha1.Task) (map[string]*swarmv1alpha1.Task, error) {
 	if len(t.Spec.DependsOn) == 0 || lifecycle.DependenciesSatisfied(t) {
 		return nil, nil
 	}
 	deps := make(map[string]*swarmv1alpha1.Task, len(t.Spec.DependsOn))
 	for _, name := range t.Spec.DependsOn {
-		dep := &swarmv1alpha1.Task{}
-		err := c.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: name}, dep)
+		dep, key := &swarmv1alpha1.Task{}, client.ObjectKey{Namespace: t.Namespace, Name: name}
+		err := cache.Get(ctx, key, dep)
+		if apierrors.IsNotFound(err) {
+			err = api.Get(ctx, key, dep)
+		}
 		switch {
 		case apierrors.IsNotFound(err):
 			deps[name] = nil
@@ -291,9 +272,8 @@ func (r *TaskReconciler) tasksOfAgent(ctx context.Context, obj client.Object) []
 	return out
 }
 
-// related maps a task that appeared or finished to the tasks that depend on it (they may
-// now run, fail, or say what they wait for), and a task that finished to the tasks it
-// depends on (their TTL waits for their dependents to finish).
+// related maps a task that appeared or left the cache (it finished, or was deleted) to the
+// tasks that depend on it: they may now run, fail, or say what they wait for.
 func (r *TaskReconciler) related(ctx context.Context, obj client.Object) []ctrl.Request {
 	list := &swarmv1alpha1.TaskList{}
 	if err := r.client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskDependsOn: obj.GetName()},
@@ -304,11 +284,6 @@ func (r *TaskReconciler) related(ctx context.Context, obj client.Object) []ctrl.
 	out := make([]ctrl.Request, 0, len(list.Items))
 	for i := range list.Items {
 		out = append(out, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name}})
-	}
-	if t, ok := obj.(*swarmv1alpha1.Task); ok && t.Status.Phase.Finished() {
-		for _, name := range t.Spec.DependsOn {
-			out = append(out, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: name}})
-		}
 	}
 	return out
 }
@@ -324,10 +299,9 @@ func agentHealthChanged() predicate.Predicate {
 	return p
 }
 
-// dependencyChanged passes task events that matter to the tasks around it: a task created
-// (a dependent's missing dependency appears), finished, or deleted.
+// dependencyChanged passes the task events that matter to the tasks around it: a task
+// created (a dependent's missing dependency appears) or gone from the cache, because it
+// finished (the cache holds only unfinished tasks) or was deleted.
 func dependencyChanged() predicate.Predicate {
-	return updatesWhere(func(o, n *swarmv1alpha1.Task) bool {
-		return !o.Status.Phase.Finished() && n.Status.Phase.Finished()
-	})
+	return predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -28,7 +27,7 @@ import (
 
 func newUnitTaskReconciler(c client.Client) (*TaskReconciler, *events.FakeRecorder) {
 	rec := events.NewFakeRecorder(100)
-	return NewTaskReconciler(c, rec, TaskOptions{
+	return NewTaskReconciler(c, c, rec, TaskOptions{
 		Now:            func() time.Time { return unitNow },
 		AgentLostGrace: 15 * time.Second, TimeoutGrace: 2 * time.Second, MissingDependencyTimeout: 5 * time.Minute,
 		Metrics: prometheusMetrics{},
@@ -82,10 +81,6 @@ func TestTaskControllerReportsWhatItCouldNotRead(t *testing.T) {
 			task:  "t",
 			funcs: refuse("get", &swarmv1alpha1.Task{}, "up", internalError()), want: "reading dependency up of task t",
 		},
-		"the dependents of a task past its TTL": {
-			objs: []client.Object{finishedTask(builder.Task("ns", "t").Hive("h").TTL(time.Minute), unitNow.Add(-time.Hour))}, task: "t",
-			funcs: refuse("list", &swarmv1alpha1.TaskList{}, "", internalError()), want: "listing the tasks that depend on t",
-		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -98,45 +93,6 @@ func TestTaskControllerReportsWhatItCouldNotRead(t *testing.T) {
 	}
 }
 
-func TestAnExpiredTaskIsDeletedUnlessItChangedMeanwhile(t *testing.T) {
-	cases := map[string]struct {
-		answer      error // the API server's answer to the delete; nil carries it out
-		wantGone    bool
-		wantRequeue time.Duration
-		wantErr     string
-	}{
-		"deleted":                 {wantGone: true},
-		"deleted by someone else": {answer: notFoundError("t")},
-		// A task that changed (its TTL edited, say) is decided again from its new version.
-		"changed since it was read": {answer: conflictError("t"), wantRequeue: time.Second},
-		"refused":                   {answer: internalError(), wantErr: "deleting expired task"},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			funcs := interceptor.Funcs{}
-			if tc.answer != nil {
-				funcs = refuse("delete", &swarmv1alpha1.Task{}, "t", tc.answer)
-			}
-			c := fakeClient(funcs, finishedTask(builder.Task("ns", "t").Hive("h").TTL(time.Minute), unitNow.Add(-time.Hour)))
-			r, _ := newUnitTaskReconciler(c)
-			res, err := reconcileUnitTask(r, "t")
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("reconcile = %v; want an error saying %q", err, tc.wantErr)
-				}
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			if res.RequeueAfter != tc.wantRequeue {
-				t.Errorf("requeue after %v, want %v", res.RequeueAfter, tc.wantRequeue)
-			}
-			err = c.Get(context.Background(), client.ObjectKey{Namespace: "ns", Name: "t"}, &swarmv1alpha1.Task{})
-			if gone := apierrors.IsNotFound(err); gone != tc.wantGone {
-				t.Errorf("task gone: %v, want %v", gone, tc.wantGone)
-			}
-		})
-	}
-}
 
 func TestATaskStatusWriteThatLosesARaceIsDecidedAgain(t *testing.T) {
 	cases := map[string]struct {

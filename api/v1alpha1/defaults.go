@@ -29,6 +29,9 @@ const (
 	DefaultScaleUpWindow                  = time.Duration(0)
 	DefaultScaleDownWindow                = time.Minute
 	DefaultIdleTimeout                    = 5 * time.Minute
+	// DefaultTaskRetention is spec.taskRetention.ttlSecondsAfterFinished's default: how long
+	// a finished task that sets no TTL of its own is kept.
+	DefaultTaskRetention = time.Hour
 )
 
 // DefaultMaxSurge is spec.rollout.maxSurge's default.
@@ -36,6 +39,22 @@ var DefaultMaxSurge = intstr.FromString("25%")
 
 // ReplicasOrDefault returns spec.replicas, or its default.
 func (s *HiveSpec) ReplicasOrDefault() int32 { return ptr.Deref(s.Replicas, DefaultReplicas) }
+
+// TaskRetentionOrDefault returns spec.taskRetention.ttlSecondsAfterFinished, or its default.
+func (s *HiveSpec) TaskRetentionOrDefault() time.Duration {
+	if s.TaskRetention == nil || s.TaskRetention.TTLSecondsAfterFinished == nil {
+		return DefaultTaskRetention
+	}
+	return time.Duration(*s.TaskRetention.TTLSecondsAfterFinished) * time.Second
+}
+
+// MaxFinishedTasks returns spec.taskRetention.maxFinishedTasks, and false when it is unset.
+func (s *HiveSpec) MaxFinishedTasks() (int, bool) {
+	if s.TaskRetention == nil || s.TaskRetention.MaxFinishedTasks == nil {
+		return 0, false
+	}
+	return int(*s.TaskRetention.MaxFinishedTasks), true
+}
 
 // ConcurrencyOrDefault returns spec.agent.concurrency, or its default.
 func (s *AgentSpec) ConcurrencyOrDefault() int32 {

@@ -46,6 +46,31 @@ type HiveSpec struct {
 	// +kubebuilder:default={maxUnavailable: 1}
 	// +optional
 	Disruption *DisruptionSpec `json:"disruption,omitempty"`
+
+	// taskRetention says how long the hive's finished tasks are kept, so that history does
+	// not fill etcd when tasks set no ttlSecondsAfterFinished of their own.
+	// +kubebuilder:default={ttlSecondsAfterFinished: 3600}
+	// +optional
+	TaskRetention *TaskRetentionSpec `json:"taskRetention,omitempty"`
+}
+
+// TaskRetentionSpec says how long a hive's finished (Succeeded, Failed or Cancelled) tasks
+// are kept.
+type TaskRetentionSpec struct {
+	// ttlSecondsAfterFinished is how long a finished task of the hive is kept when the task
+	// sets no spec.ttlSecondsAfterFinished of its own. Default 3600 (one hour).
+	// +kubebuilder:default=3600
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=31536000
+	// +optional
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+
+	// maxFinishedTasks, when set, caps the finished tasks kept for the hive: past it, the
+	// tasks that finished first are deleted first, whatever their TTL (a task that unfinished
+	// tasks depend on is kept until they finish). Unset: no cap.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxFinishedTasks *int32 `json:"maxFinishedTasks,omitempty"`
 }
 
 // AgentSpec describes the agents of a hive.

@@ -29,8 +29,8 @@ const (
 	TaskFieldAgent = "status.agent"
 	// TaskFieldHive is the selectable field that lists one hive's tasks.
 	TaskFieldHive = "spec.hive"
-	// TaskFieldPhase is the selectable field of status.phase: agents watch only the tasks of
-	// theirs that have not finished (status.phase!=Succeeded,...), so finished tasks leave
+	// TaskFieldPhase is the selectable field of status.phase: the operator and the agents
+	// watch only the tasks that have not finished (UnfinishedTasks), so finished tasks leave
 	// their memory.
 	TaskFieldPhase = "status.phase"
 )

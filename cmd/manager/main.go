@@ -94,6 +94,8 @@ func parseFlags(args []string) (*options, error) {
 		"How long an agent may stay not ready before its tasks are requeued (an agent whose pod is being deleted has its pod's grace period instead).")
 	fs.DurationVar(&o.controllers.MissingDependencyTimeout, "missing-dependency-timeout", 5*time.Minute,
 		"How long a task waits for a task named in its dependsOn that does not exist before it fails.")
+	fs.DurationVar(&o.controllers.FinishedTaskSweepInterval, "finished-task-sweep-interval", 5*time.Minute,
+		"How often every finished task is listed, a page at a time, to delete those past their retention and enforce maxFinishedTasks; tasks that finish while the operator runs are deleted on time without it.")
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("parsing flags: %w", err)
@@ -174,6 +176,7 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 		for _, ns := range strings.Split(o.namespaces, ",") {
 			if ns = strings.TrimSpace(ns); ns != "" {
 				cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+				o.controllers.Namespaces = append(o.controllers.Namespaces, ns)
 			}
 		}
 	}

@@ -42,6 +42,9 @@ type Observed struct {
 	// task: their agents may read its result, so it is not deleted by its TTL before they
 	// finish.
 	Dependents int
+	// Retention is how long a finished task that sets no TTL of its own is kept: its hive's
+	// spec.taskRetention.
+	Retention time.Duration
 	// MissingDependencyTimeout is how long a task waits for a dependency that does not
 	// exist before it fails.
 	MissingDependencyTimeout time.Duration
@@ -83,14 +86,7 @@ func Decide(t *swarmv1alpha1.Task, o Observed) Decision {
 }
 
 func decideFinished(t *swarmv1alpha1.Task, o Observed) Decision {
-	if t.Spec.TTLSecondsAfterFinished == nil {
-		return Decision{}
-	}
-	finished := t.CreationTimestamp.Time
-	if t.Status.FinishedAt != nil {
-		finished = t.Status.FinishedAt.Time
-	}
-	expires := finished.Add(time.Duration(*t.Spec.TTLSecondsAfterFinished) * time.Second)
+	expires := Expires(t, o.Retention)
 	if !o.Now.Before(expires) {
 		if o.Dependents > 0 {
 			// The dependents' finishing wakes the task up again.
@@ -99,6 +95,23 @@ func decideFinished(t *swarmv1alpha1.Task, o Observed) Decision {
 		return Decision{Delete: true}
 	}
 	return Decision{RequeueAfter: expires.Sub(o.Now)}
+}
+
+// Expires returns when a finished task is deleted: its ttlSecondsAfterFinished after it
+// finished, or its hive's retention when it sets none.
+func Expires(t *swarmv1alpha1.Task, retention time.Duration) time.Time {
+	if t.Spec.TTLSecondsAfterFinished != nil {
+		retention = time.Duration(*t.Spec.TTLSecondsAfterFinished) * time.Second
+	}
+	return FinishedAt(t).Add(retention)
+}
+
+// FinishedAt is when a finished task finished (its creation when the time is not recorded).
+func FinishedAt(t *swarmv1alpha1.Task) time.Time {
+	if t.Status.FinishedAt != nil {
+		return t.Status.FinishedAt.Time
+	}
+	return t.CreationTimestamp.Time
 }
 
 func decideBound(t *swarmv1alpha1.Task, o Observed) Decision {

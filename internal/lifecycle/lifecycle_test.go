@@ -292,8 +292,20 @@ func TestDecide(t *testing.T) {
 			obs:  Observed{Agent: AgentState{Found: true, NotReadySince: now.Add(-20 * time.Second)}, AgentLostGrace: 15 * time.Second},
 			want: want{phase: swarmv1alpha1.TaskPending, reason: swarmv1alpha1.ReasonAgentLost, message: "attempt 1 on agent a failed (AgentLost): agent a has not been ready for 20s; retrying"},
 		},
-		"a finished task without a ttl stays": {
+		"a finished task without a ttl is kept for its hive's retention": {
 			task: T("t").Phase(swarmv1alpha1.TaskSucceeded).FinishedAgo(time.Hour).Obj(),
+			obs:  Observed{Retention: 3 * time.Hour},
+			want: want{requeue: 2 * time.Hour},
+		},
+		"a finished task without a ttl past its hive's retention is deleted": {
+			task: T("t").Phase(swarmv1alpha1.TaskCancelled).FinishedAgo(time.Hour).Obj(),
+			obs:  Observed{Retention: time.Hour},
+			want: want{del: true},
+		},
+		"a task's own ttl wins over its hive's retention": {
+			task: T("t").Phase(swarmv1alpha1.TaskSucceeded).TTL(0).FinishedAgo(time.Second).Obj(),
+			obs:  Observed{Retention: time.Hour},
+			want: want{del: true},
 		},
 		"a finished task waits for its ttl": {
 			task: T("t").Phase(swarmv1alpha1.TaskSucceeded).TTL(60).FinishedAgo(20 * time.Second).Obj(),

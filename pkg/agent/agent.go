@@ -71,12 +71,7 @@ func (e *permanentError) Unwrap() error { return e.err }
 // pod that have not finished. Finished tasks leave the watch, so an agent's memory holds
 // only the tasks it works on, however many it has run.
 func TaskSelector(pod string) fields.Selector {
-	return fields.AndSelectors(
-		fields.OneTermEqualSelector(swarmv1alpha1.TaskFieldAgent, pod),
-		fields.OneTermNotEqualSelector(swarmv1alpha1.TaskFieldPhase, string(swarmv1alpha1.TaskSucceeded)),
-		fields.OneTermNotEqualSelector(swarmv1alpha1.TaskFieldPhase, string(swarmv1alpha1.TaskFailed)),
-		fields.OneTermNotEqualSelector(swarmv1alpha1.TaskFieldPhase, string(swarmv1alpha1.TaskCancelled)),
-	)
+	return fields.AndSelectors(fields.OneTermEqualSelector(swarmv1alpha1.TaskFieldAgent, pod), swarmv1alpha1.UnfinishedTasks())
 }
 
 // Options configure an agent. The zero value reads everything from the environment.

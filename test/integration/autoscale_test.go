@@ -279,8 +279,6 @@ func TestMetricsAfterAKnownWorkload(t *testing.T) {
 			{"hive_task_retries_total", with("reason", "AgentFailed"), 1},
 			{"hive_task_queue_wait_seconds_count", hive, 14},
 			{"hive_task_run_seconds_count", with("phase", "Succeeded"), 11},
-			{"hive_tasks", with("phase", "Succeeded"), 11},
-			{"hive_tasks", with("phase", "Failed"), 2},
 			{"hive_agents", with("state", "idle"), 2},
 			{"hive_agents", with("state", "busy"), 0},
 			{"hive_replicas_desired", hive, 2},
@@ -294,6 +292,11 @@ func TestMetricsAfterAKnownWorkload(t *testing.T) {
 		}
 		return nil
 	})
+	// Finished tasks are not in the operator's cache, so not in hive_tasks: the outcomes
+	// count them.
+	if n, ok := scrape(t, addr, "hive_tasks", with("phase", "Succeeded")); ok {
+		t.Errorf("hive_tasks counts %v succeeded tasks", n)
+	}
 	// The queue waits are milliseconds, not the seconds a creation timestamp would suggest.
 	if fast, ok := scrape(t, addr, "hive_task_queue_wait_seconds_bucket", with("le", "1")); !ok || fast < 10 {
 		t.Errorf("%v of 14 binds waited under a second", fast)

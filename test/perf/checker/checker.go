@@ -187,9 +187,18 @@ func hiveWrites(r *results.Results, t config.Target) (float64, map[string]any, s
 	return hi.HiveStatusWritesPerSec, map[string]any{"runs": runs, "lowest": lo, "highest": hi, "limit": limit}, ""
 }
 
+// storedOf returns the stored-tasks phase a target is about: the finished tasks when
+// params.finished is 1, else the queued ones.
+func storedOf(r *results.Results, t config.Target) *results.Stored {
+	if t.Params["finished"] == 1 {
+		return r.Finished
+	}
+	return r.Stored
+}
+
 // memory is the operator's peak RSS in MB with the stored tasks.
 func memory(r *results.Results, t config.Target) (float64, map[string]any, string) {
-	s := r.Stored
+	s := storedOf(r, t)
 	if s == nil || s.PeakRSSBytes == 0 {
 		return 0, nil, "the stored-tasks phase did not run"
 	}
@@ -200,7 +209,7 @@ func memory(r *results.Results, t config.Target) (float64, map[string]any, strin
 
 // startup is the operator's start-up to ready in seconds with the stored tasks.
 func startup(r *results.Results, t config.Target) (float64, map[string]any, string) {
-	s := r.Stored
+	s := storedOf(r, t)
 	if s == nil || s.StartupSeconds == 0 {
 		return 0, nil, "the stored-tasks phase did not run"
 	}

@@ -47,11 +47,14 @@ type OpenLoop struct {
 	Duration     metav1.Duration `json:"duration"`
 }
 
-// Stored is the fresh operator started with many queued tasks.
+// Stored is a fresh operator started with many queued tasks of InputBytes of input, then
+// another with many finished ones.
 type Stored struct {
-	Tasks   int             `json:"tasks"`
-	Clients int             `json:"clients"`
-	Settle  metav1.Duration `json:"settle"`
+	Tasks         int             `json:"tasks"`
+	FinishedTasks int             `json:"finishedTasks"`
+	InputBytes    int             `json:"inputBytes"`
+	Clients       int             `json:"clients"`
+	Settle        metav1.Duration `json:"settle"`
 }
 
 // Baseline is a Job per task against a warm agent on a kwok cluster.
@@ -93,7 +96,7 @@ func LoadWorkload(path string) (*Workload, error) {
 		"clients": positive(nil, w.Clients), "agentConcurrency": positive(nil, w.Concurrency), "stall": positive(nil, d(w.Stall)),
 		"bursts": positive(w.Bursts.Tasks, w.Bursts.Agents), "agentSweep": positive(w.AgentSweep.Agents, w.AgentSweep.Tasks),
 		"openLoop": positive(w.OpenLoop.RatePercents, d(w.OpenLoop.Duration)),
-		"stored":   w.Stored.Tasks == 0 || positive(nil, w.Stored.Tasks, w.Stored.Clients),
+		"stored":   w.Stored.Tasks+w.Stored.FinishedTasks == 0 || positive(nil, w.Stored.Tasks+w.Stored.FinishedTasks, w.Stored.Clients),
 		"baseline": w.Baseline.Jobs == 0 || positive(nil, w.Baseline.Jobs, w.Baseline.Nodes),
 	} {
 		if !ok {

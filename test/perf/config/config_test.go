@@ -26,7 +26,7 @@ func TestLoadWorkload(t *testing.T) {
 	want := &Workload{
 		Mode: "quick", Clients: 32, Concurrency: 2, Stall: d("1m"), OperatorQPS: 2000, OperatorBurst: 4000,
 		Bursts: Bursts{Tasks: []int{500}, Agents: 50}, AgentSweep: AgentSweep{Agents: []int{10, 50}, Tasks: 500},
-		OpenLoop: OpenLoop{RatePercents: []int{50, 100}, Duration: d("5s")}, Stored: Stored{Tasks: 5000, Clients: 64, Settle: d("5s")},
+		OpenLoop: OpenLoop{RatePercents: []int{50, 100}, Duration: d("5s")}, Stored: Stored{Tasks: 5000, FinishedTasks: 2000, InputBytes: 1024, Clients: 64, Settle: d("5s")},
 		Baseline: Baseline{Jobs: 10, JobGap: d("300ms"), WarmGap: d("100ms"), Nodes: 2},
 	}
 	if diff := cmp.Diff(want, quick); diff != "" {
@@ -64,7 +64,7 @@ func TestLoadTargets(t *testing.T) {
 		names = append(names, tg.Name+" "+tg.Op)
 	}
 	want := []string{"Success >=", "Throughput >=", "Queue wait at half load <", "API writes per quick task <=",
-		"Hive status writes <=", "Operator memory <", "Start-up <", "Warm dispatch vs Job >="}
+		"Hive status writes <=", "Operator memory <", "Operator memory with history <", "Start-up <", "Start-up with history <", "Warm dispatch vs Job >="}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)
 	}

@@ -34,6 +34,7 @@ type Results struct {
 	Settings        config.Workload `json:"settings"`
 	Runs            []Run           `json:"runs"`
 	Stored          *Stored         `json:"stored,omitempty"`
+	Finished        *Stored         `json:"finished,omitempty"`
 	Baseline        *Baseline       `json:"baseline,omitempty"`
 	Targets         []Target        `json:"targets"`
 	Errors          []string        `json:"errors,omitempty"`
@@ -135,10 +136,11 @@ type Run struct {
 	CPU                    CPUUse        `json:"cpu"`
 }
 
-// Stored is the operator started with many tasks already stored; QueuedSeen is the hive's
-// status.queuedTasks after the settle: the operator saw them.
+// Stored is the operator started with many tasks already stored, queued or finished;
+// QueuedSeen is the hive's status.queuedTasks after the settle: the operator saw them.
 type Stored struct {
 	Tasks          int                `json:"tasks"`
+	InputBytes     int                `json:"inputBytes,omitempty"`
 	CreateSeconds  float64            `json:"createSeconds"`
 	StartupSeconds float64            `json:"startupSeconds"`
 	SettleSeconds  float64            `json:"settleSeconds"`

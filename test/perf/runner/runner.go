@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -208,10 +209,13 @@ func (r *runner) envtestPhases(ctx context.Context, cl *cluster) error {
 			})
 		}
 	}
-	if err != nil || w.Stored.Tasks == 0 {
-		return err
+	if err == nil && w.Stored.Tasks > 0 {
+		r.res.Stored, err = r.stored(ctx, cl, "bench-stored", w.Stored.Tasks, false)
 	}
-	return r.stored(ctx, cl)
+	if err == nil && w.Stored.FinishedTasks > 0 {
+		r.res.Finished, err = r.stored(ctx, cl, "bench-finished", w.Stored.FinishedTasks, true)
+	}
+	return err
 }
 
 // withWorld sets up a world of n agents, runs f in it and tears it down.
@@ -310,58 +314,65 @@ func (r *runner) ceiling(ctx context.Context, c client.Client, meter *scraper.Me
 	}, nil
 }
 
-// stored stores many queued tasks (for a hive of 0 replicas, so none runs) before a fresh
-// operator process starts, then measures its start-up to ready and its memory once it has
-// synced and settled.
-func (r *runner) stored(ctx context.Context, cl *cluster) error {
-	const ns, hive = "bench-stored", "stored"
+// stored stores n tasks (for a hive of 0 replicas, so none runs) in a namespace of its own,
+// queued or finished as an agent leaves them (a create and a status write each), before a
+// fresh operator process starts, then measures its start-up to ready and its memory once
+// it has synced and settled.
+func (r *runner) stored(ctx context.Context, cl *cluster, ns string, n int, finished bool) (*results.Stored, error) {
+	const hive = "stored"
 	w := r.Workload.Stored
 	// The hive first: a task of a missing hive would get a condition written.
 	if err := errors.Join(createNamespace(ctx, cl.client, ns), cl.client.Create(ctx, r.newHive(ns, hive, 0))); err != nil {
-		return fmt.Errorf("stored tasks: %w", err)
+		return nil, fmt.Errorf("stored tasks: %w", err)
 	}
+	input := strings.Repeat("x", w.InputBytes)
 	start := time.Now()
 	var created atomic.Int64
-	err := generator.Burst(w.Tasks, w.Clients)(ctx, func(i int) error {
+	err := generator.Burst(n, w.Clients)(ctx, func(i int) error {
 		task := newTask(ns, hive, "stored", i)
-		if err := generator.Retry(ctx, func() error { return cl.client.Create(ctx, task) }); err != nil {
-			return fmt.Errorf("creating stored task %s: %w", task.Name, err)
+		task.Spec.Input = input
+		err := generator.Retry(ctx, func() error { return cl.client.Create(ctx, task) })
+		if err == nil && finished {
+			task.Status = swarmv1alpha1.TaskStatus{Phase: swarmv1alpha1.TaskSucceeded, Attempt: 1, Result: "ok", FinishedAt: ptr.To(metav1.NowMicro())}
+			err = generator.Retry(ctx, func() error { return cl.client.Status().Update(ctx, task) })
+		}
+		if err != nil {
+			return fmt.Errorf("storing task %s: %w", task.Name, err)
 		}
 		if done := created.Add(1); done%10000 == 0 {
-			r.Logf("stored: %d of %d created (%.0f/s)", done, w.Tasks, float64(done)/time.Since(start).Seconds())
+			r.Logf("%s: %d of %d stored (%.0f/s)", ns, done, n, float64(done)/time.Since(start).Seconds())
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	res := &results.Stored{Tasks: w.Tasks, SettleSeconds: w.Settle.Seconds(), CreateSeconds: stats.Round(time.Since(start).Seconds(), 1)}
+	res := &results.Stored{Tasks: n, InputBytes: w.InputBytes, SettleSeconds: w.Settle.Seconds(), CreateSeconds: stats.Round(time.Since(start).Seconds(), 1)}
 	op, startup, err := r.startOperator(ctx, cl.kubeconfig, ns, 5*time.Minute)
 	if op != nil {
 		defer func() { _ = op.Stop() }()
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	res.StartupSeconds = stats.Round(startup.Seconds(), 3)
-	r.Logf("stored: %d tasks created in %.0f s; a fresh operator was ready in %s; settling for %s", w.Tasks, res.CreateSeconds, startup.Round(time.Millisecond), w.Settle.Duration)
+	r.Logf("%s: %d tasks stored in %.0f s; a fresh operator was ready in %s; settling for %s", ns, n, res.CreateSeconds, startup.Round(time.Millisecond), w.Settle.Duration)
 	generator.Sleep(ctx, w.Settle.Duration)
 	if err := errors.Join(op.Alive(), context.Cause(ctx)); err != nil {
-		return fmt.Errorf("stored tasks: %w", err)
+		return nil, fmt.Errorf("stored tasks: %w", err)
 	}
 	cpu, peak, rss, err1 := scraper.Process(op.PID())
 	req, err2 := op.Metric(ctx, "rest_client_requests_total", "method")
 	if err := errors.Join(err1, err2); err != nil {
-		return err
+		return nil, err
 	}
 	res.CPUSeconds, res.PeakRSSBytes, res.RSSBytes, res.Requests = stats.Round(cpu.Seconds(), 2), peak, rss, req
 	h := &swarmv1alpha1.Hive{}
 	if err := cl.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: hive}, h); err == nil {
 		res.QueuedSeen = h.Status.QueuedTasks
 	}
-	r.res.Stored = res
-	r.Logf("stored: peak RSS %.0f MB, %.1f CPU s", float64(peak)/(1<<20), res.CPUSeconds)
-	return nil
+	r.Logf("%s: peak RSS %.0f MB, %.1f CPU s", ns, float64(peak)/(1<<20), res.CPUSeconds)
+	return res, nil
 }
 
 // baseline creates a kwok cluster (kwokctl's binary runtime, test/kwok: a real etcd, API
