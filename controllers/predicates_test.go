@@ -56,12 +56,12 @@ func TestPredicatesPassTheUpdatesThatMatter(t *testing.T) {
 		want      bool
 	}{
 		// The task controller: agents that may have become lost.
-		"health: readiness lost":       {predicate: agentHealthChanged(), old: podWith(nil), new: podWith(notReady), want: true},
-		"health: readiness regained":   {predicate: agentHealthChanged(), old: podWith(notReady), new: podWith(nil), want: true},
-		"health: the pod stopped":      {predicate: agentHealthChanged(), old: podWith(nil), new: podWith(func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }), want: true},
-		"health: the pod is deleted":   {predicate: agentHealthChanged(), old: podWith(nil), new: podWith(func(p *corev1.Pod) { p.DeletionTimestamp = ptr.To(metav1.NewTime(unitNow)) }), want: true},
-		"health: a label changed":      {predicate: agentHealthChanged(), old: podWith(nil), new: podWith(func(p *corev1.Pod) { relabel(p) })},
-		"health: not a pod":            {predicate: agentHealthChanged(), old: taskWith(nil), new: taskWith(bound(swarmv1alpha1.TaskRunning, "a"))},
+		"health: readiness lost":     {predicate: agentHealthChanged(), old: podWith(nil), new: podWith(notReady), want: true},
+		"health: readiness regained": {predicate: agentHealthChanged(), old: podWith(notReady), new: podWith(nil), want: true},
+		"health: the pod stopped":    {predicate: agentHealthChanged(), old: podWith(nil), new: podWith(func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }), want: true},
+		"health: the pod is deleted": {predicate: agentHealthChanged(), old: podWith(nil), new: podWith(func(p *corev1.Pod) { p.DeletionTimestamp = ptr.To(metav1.NewTime(unitNow)) }), want: true},
+		"health: a label changed":    {predicate: agentHealthChanged(), old: podWith(nil), new: podWith(func(p *corev1.Pod) { relabel(p) })},
+		"health: not a pod":          {predicate: agentHealthChanged(), old: taskWith(nil), new: taskWith(bound(swarmv1alpha1.TaskRunning, "a"))},
 		// The cache sees a task that finishes leave it (a delete event): no update matters.
 		"dependency: a task succeeded": {predicate: dependencyChanged(), old: taskWith(bound(swarmv1alpha1.TaskRunning, "a")), new: taskWith(bound(swarmv1alpha1.TaskSucceeded, "a"))},
 		"dependency: a task started":   {predicate: dependencyChanged(), old: taskWith(bound(swarmv1alpha1.TaskAssigned, "a")), new: taskWith(bound(swarmv1alpha1.TaskRunning, "a"))},

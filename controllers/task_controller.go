@@ -140,20 +140,8 @@ func (r *TaskReconciler) apply(ctx context.Context, task *swarmv1alpha1.Task, d 
 func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) (lifecycle.Observed, error) {
 	obs := lifecycle.Observed{Now: r.opts.Now(), AgentLostGrace: r.opts.AgentLostGrace, TimeoutGrace: r.opts.TimeoutGrace,
 		MissingDependencyTimeout: r.opts.MissingDependencyTimeout}
-	switch {
-	case task.Status.Phase.Bound():
-		pod := &corev1.Pod{}
-		err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Status.Agent}, pod)
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return obs, fmt.Errorf("reading agent pod %s: %w", task.Status.Agent, err)
-		default:
-			if hiveName, ok := agentpod.ControllerHive(pod); ok && hiveName == task.Spec.Hive {
-				obs.Agent = agentState(pod)
-			}
-		}
-		return obs, nil
+	if task.Status.Phase.Bound() {
+		return r.observeAgent(ctx, task, obs)
 	}
 	hive := &swarmv1alpha1.Hive{}
 	err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Spec.Hive}, hive)
@@ -183,6 +171,22 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 			}
 			return t.Spec.DependsOn, true
 		})
+	}
+	return obs, nil
+}
+
+// observeAgent adds to obs the state of a bound task's agent pod.
+func (r *TaskReconciler) observeAgent(ctx context.Context, task *swarmv1alpha1.Task, obs lifecycle.Observed) (lifecycle.Observed, error) {
+	pod := &corev1.Pod{}
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Status.Agent}, pod)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return obs, fmt.Errorf("reading agent pod %s: %w", task.Status.Agent, err)
+	default:
+		if hiveName, ok := agentpod.ControllerHive(pod); ok && hiveName == task.Spec.Hive {
+			obs.Agent = agentState(pod)
+		}
 	}
 	return obs, nil
 }

@@ -93,7 +93,6 @@ func TestTaskControllerReportsWhatItCouldNotRead(t *testing.T) {
 	}
 }
 
-
 func TestATaskStatusWriteThatLosesARaceIsDecidedAgain(t *testing.T) {
 	cases := map[string]struct {
 		answer    error // the API server's answer to the status write; nil carries it out

@@ -93,8 +93,8 @@ type TaskSpec struct {
 	// +optional
 	DependsOn []string `json:"dependsOn,omitempty"`
 
-	// ttlSecondsAfterFinished, when set, deletes the task this many seconds after it
-	// succeeded, failed or was cancelled.
+	// ttlSecondsAfterFinished deletes the task this many seconds after it succeeded, failed
+	// or was cancelled; unset, its hive's spec.taskRetention applies (one hour by default).
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=31536000
 	// +optional

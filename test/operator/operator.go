@@ -330,22 +330,28 @@ func (p *Process) Stop() error {
 // Metric scrapes the process's metrics and returns the samples of one family summed by the
 // value of a label (by "" when label is ""): rest_client_requests_total by "method", say.
 func (p *Process) Metric(ctx context.Context, family, label string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.metricsURL, nil)
+	return Scrape(ctx, p.metricsURL, family, label)
+}
+
+// Scrape reads the Prometheus metrics at url (the operator's, etcd's...) and returns the
+// samples of one family summed by the value of a label, as Metric does.
+func Scrape(ctx context.Context, url, family, label string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("scraping the operator's metrics: %w", err)
+		return nil, fmt.Errorf("scraping %s: %w", url, err)
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("scraping the operator's metrics: %w", err)
+		return nil, fmt.Errorf("scraping %s: %w", url, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scraping the operator's metrics: %s", resp.Status)
+		return nil, fmt.Errorf("scraping %s: %s", url, resp.Status)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("parsing the operator's metrics: %w", err)
+		return nil, fmt.Errorf("parsing the metrics of %s: %w", url, err)
 	}
 	out := map[string]float64{}
 	for _, m := range families[family].GetMetric() {

@@ -139,16 +139,19 @@ type Run struct {
 // Stored is the operator started with many tasks already stored, queued or finished;
 // QueuedSeen is the hive's status.queuedTasks after the settle: the operator saw them.
 type Stored struct {
-	Tasks          int                `json:"tasks"`
-	InputBytes     int                `json:"inputBytes,omitempty"`
-	CreateSeconds  float64            `json:"createSeconds"`
-	StartupSeconds float64            `json:"startupSeconds"`
-	SettleSeconds  float64            `json:"settleSeconds"`
-	PeakRSSBytes   uint64             `json:"peakRSSBytes"`
-	RSSBytes       uint64             `json:"rssBytesAfterSettle"`
-	CPUSeconds     float64            `json:"cpuSeconds"`
-	QueuedSeen     int32              `json:"queuedTasksInHiveStatus"`
-	Requests       map[string]float64 `json:"requests"`
+	Tasks          int     `json:"tasks"`
+	InputBytes     int     `json:"inputBytes,omitempty"`
+	CreateSeconds  float64 `json:"createSeconds"`
+	StartupSeconds float64 `json:"startupSeconds"`
+	SettleSeconds  float64 `json:"settleSeconds"`
+	PeakRSSBytes   uint64  `json:"peakRSSBytes"`
+	RSSBytes       uint64  `json:"rssBytesAfterSettle"`
+	CPUSeconds     float64 `json:"cpuSeconds"`
+	QueuedSeen     int32   `json:"queuedTasksInHiveStatus"`
+	// EtcdBytesPerTask is how much etcd's database in use grew per task stored (every
+	// revision the apiserver has not compacted yet included).
+	EtcdBytesPerTask float64            `json:"etcdBytesPerTask,omitempty"`
+	Requests         map[string]float64 `json:"requests"`
 }
 
 // Baseline compares a Job per task with a task bound to a warm agent on one kwok cluster.

@@ -73,6 +73,8 @@ type cluster struct {
 	client     client.Client
 	kubeconfig string
 	pids       map[string]int
+	// etcdMetrics is the URL of etcd's metrics, when known.
+	etcdMetrics string
 }
 
 // Run runs every phase and records what it measured in res, also when a phase fails.
@@ -152,6 +154,7 @@ func connect(env *testenv.Env, workDir string) (*cluster, error) {
 		if pid, ok := scraper.FindProcess("etcd", "--listen-client-urls="+cp.Etcd.URL.String()); ok {
 			cl.pids["etcd"] = pid
 		}
+		cl.etcdMetrics = cp.Etcd.URL.JoinPath("metrics").String()
 	}
 	return cl, nil
 }
@@ -326,6 +329,7 @@ func (r *runner) stored(ctx context.Context, cl *cluster, ns string, n int, fini
 		return nil, fmt.Errorf("stored tasks: %w", err)
 	}
 	input := strings.Repeat("x", w.InputBytes)
+	etcdBefore := r.etcdInUse(ctx, cl)
 	start := time.Now()
 	var created atomic.Int64
 	err := generator.Burst(n, w.Clients)(ctx, func(i int) error {
@@ -348,6 +352,9 @@ func (r *runner) stored(ctx context.Context, cl *cluster, ns string, n int, fini
 		return nil, err
 	}
 	res := &results.Stored{Tasks: n, InputBytes: w.InputBytes, SettleSeconds: w.Settle.Seconds(), CreateSeconds: stats.Round(time.Since(start).Seconds(), 1)}
+	if etcdBefore > 0 {
+		res.EtcdBytesPerTask = stats.Round((r.etcdInUse(ctx, cl)-etcdBefore)/float64(n), 0)
+	}
 	op, startup, err := r.startOperator(ctx, cl.kubeconfig, ns, 5*time.Minute)
 	if op != nil {
 		defer func() { _ = op.Stop() }()
@@ -373,6 +380,20 @@ func (r *runner) stored(ctx context.Context, cl *cluster, ns string, n int, fini
 	}
 	r.Logf("%s: peak RSS %.0f MB, %.1f CPU s", ns, float64(peak)/(1<<20), res.CPUSeconds)
 	return res, nil
+}
+
+// etcdInUse is the bytes of etcd's database in use (etcd_mvcc_db_total_size_in_use_in_bytes:
+// what compaction and defragmentation would leave), 0 when unknown.
+func (r *runner) etcdInUse(ctx context.Context, cl *cluster) float64 {
+	if cl.etcdMetrics == "" {
+		return 0
+	}
+	m, err := operator.Scrape(ctx, cl.etcdMetrics, "etcd_mvcc_db_total_size_in_use_in_bytes", "")
+	if err != nil {
+		r.Logf("reading etcd's size: %v", err)
+		return 0
+	}
+	return m[""]
 }
 
 // baseline creates a kwok cluster (kwokctl's binary runtime, test/kwok: a real etcd, API
