@@ -124,6 +124,14 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 			base: hiveYAML, mutate: muts(set("spec.agent.concurrency", int64(5000))),
 			wantErr: "spec.agent.concurrency in body should be less than or equal to 1000",
 		},
+		"hive: a cap of no finished tasks": {
+			base: hiveYAML, mutate: muts(set("spec.taskRetention.maxFinishedTasks", int64(0))),
+			wantErr: "spec.taskRetention.maxFinishedTasks in body should be greater than or equal to 1",
+		},
+		"hive: a negative retention": {
+			base: hiveYAML, mutate: muts(set("spec.taskRetention.ttlSecondsAfterFinished", int64(-1))),
+			wantErr: "spec.taskRetention.ttlSecondsAfterFinished in body should be greater than or equal to 0",
+		},
 		"hive: malformed capability": {
 			base: hiveYAML, mutate: muts(set("spec.agent.capabilities", []any{"GPU!"})),
 			wantErr: "spec.agent.capabilities: Invalid value: each capability must be a lowercase name",
@@ -437,7 +445,8 @@ func TestDefaults(t *testing.T) {
 			MaxUnavailable: ptr.To(intstr.FromInt32(0)),
 			DrainTimeout:   &metav1.Duration{Duration: 10 * time.Minute},
 		},
-		Disruption: &swarmv1alpha1.DisruptionSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1))},
+		Disruption:    &swarmv1alpha1.DisruptionSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1))},
+		TaskRetention: &swarmv1alpha1.TaskRetentionSpec{TTLSecondsAfterFinished: ptr.To[int32](3600)},
 	}
 	if diff := cmp.Diff(wantHive, got.Spec); diff != "" {
 		t.Errorf("hive defaults (-want +got):\n%s", diff)
@@ -449,11 +458,11 @@ func TestDefaults(t *testing.T) {
 	assumed := []any{bare.ReplicasOrDefault(), bare.Agent.ConcurrencyOrDefault(), bare.Rollout.MaxSurgeOrDefault(),
 		bare.Rollout.MaxUnavailableOrDefault(), bare.Rollout.DrainTimeoutOrDefault(), bare.DisruptionMaxUnavailableOrDefault(),
 		as.MinReplicasOrDefault(), as.TargetUtilizationPercentOrDefault(), as.ScaleUpWindowOrDefault(),
-		as.ScaleDownWindowOrDefault(), as.MaxScaleUpStepOrDefault(), as.IdleTimeoutOrDefault()}
+		as.ScaleDownWindowOrDefault(), as.MaxScaleUpStepOrDefault(), as.IdleTimeoutOrDefault(), bare.TaskRetentionOrDefault()}
 	stored := []any{*got.Spec.Replicas, got.Spec.Agent.Concurrency, *got.Spec.Rollout.MaxSurge,
 		*got.Spec.Rollout.MaxUnavailable, got.Spec.Rollout.DrainTimeout.Duration, *got.Spec.Disruption.MaxUnavailable,
 		*gs.MinReplicas, *gs.TargetUtilizationPercent, gs.ScaleUpWindow.Duration,
-		gs.ScaleDownWindow.Duration, *gs.MaxScaleUpStep, gs.IdleTimeout.Duration}
+		gs.ScaleDownWindow.Duration, *gs.MaxScaleUpStep, gs.IdleTimeout.Duration, time.Duration(*got.Spec.TaskRetention.TTLSecondsAfterFinished) * time.Second}
 	if diff := cmp.Diff(stored, assumed); diff != "" {
 		t.Errorf("the defaults the operator assumes differ from the schema's (-schema +assumed):\n%s", diff)
 	}
