@@ -130,10 +130,19 @@ func TestPredicatesPassCreationsAndDeletions(t *testing.T) {
 			if !tc.predicate.Delete(event.DeleteEvent{Object: tc.obj}) {
 				t.Error("Delete is filtered out")
 			}
+
 			if !tc.predicate.Generic(event.GenericEvent{Object: tc.obj}) {
 				t.Error("Generic is filtered out")
 			}
 		})
+	}
+}
+
+// The tasks of the initial list are all reconciled once synced, from a cache that holds
+// them all: none of them appears to a dependent that has looked before.
+func TestTheInitialListWakesNoDependents(t *testing.T) {
+	if dependencyChanged().Create(event.CreateEvent{Object: taskWith(nil), IsInInitialList: true}) {
+		t.Error("a create of the initial list passes")
 	}
 }
 

@@ -305,7 +305,12 @@ func agentHealthChanged() predicate.Predicate {
 
 // dependencyChanged passes the task events that matter to the tasks around it: a task
 // created (a dependent's missing dependency appears) or gone from the cache, because it
-// finished (the cache holds only unfinished tasks) or was deleted.
+// finished (the cache holds only unfinished tasks) or was deleted. The creates of the
+// initial list do not pass: every task is reconciled after it anyway, from a cache that
+// holds them all, and mapping each of them would cost a cache list per task at start-up.
 func dependencyChanged() predicate.Predicate {
-	return predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }}
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList },
+		UpdateFunc: func(event.UpdateEvent) bool { return false },
+	}
 }
