@@ -229,11 +229,16 @@ func (r *RetentionReconciler) follow(ctx context.Context, q workqueue.TypedRateL
 			timer.Reset(wait.Jitter(r.opts.SweepInterval, 0.1))
 		}
 	}()
-	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 8, Cap: time.Minute}
+	fresh := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 8, Cap: time.Minute}
+	backoff := fresh
 	for ctx.Err() == nil {
+		started := time.Now()
 		err := r.watch(ctx, q, ns)
 		if ctx.Err() != nil {
 			return
+		}
+		if time.Since(started) > fresh.Cap {
+			backoff = fresh // a watch that lasted starts a new series of retries
 		}
 		logger.V(2).Info("the watch of finished tasks starts again from the present; sweeping", "reason", err)
 		select {
@@ -291,7 +296,10 @@ func (r *RetentionReconciler) finished(ctx context.Context, q workqueue.TypedRat
 	if r.opts.Metrics != nil {
 		r.opts.Metrics.Finished(task)
 	}
-	if d, err := r.decide(ctx, task, nil); err == nil {
+	d, err := r.decide(ctx, task, nil)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "deciding the retention of a task that finished; the next sweep looks at it", "task", klog.KObj(task))
+	} else {
 		r.schedule(q, task, d)
 	}
 	for _, name := range task.Spec.DependsOn {

@@ -9,10 +9,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/metrics"
@@ -186,4 +188,88 @@ func TestFinishedTasksAreCountedByOutcome(t *testing.T) {
 	if got := samples(t, metrics.RunTime.WithLabelValues("ns", "outcomes", string(swarmv1alpha1.TaskSucceeded))) - runs; got != 1 {
 		t.Errorf("run times observed %d, want 1", got)
 	}
+}
+
+// serverSideSelection lets the fake API server answer the sweep's list: it drops the field
+// selector on status.phase, which the fake cannot evaluate, and keeps the finished tasks as
+// the API server would.
+func serverSideSelection(listErr error) interceptor.Funcs {
+	return interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if listErr != nil {
+			return listErr
+		}
+		lo := (&client.ListOptions{}).ApplyOptions(opts)
+		if lo.FieldSelector == nil || lo.FieldSelector.String() != swarmv1alpha1.FinishedTasks().String() {
+			return c.List(ctx, list, opts...)
+		}
+		if err := c.List(ctx, list, client.InNamespace(lo.Namespace)); err != nil {
+			return err
+		}
+		tasks := list.(*swarmv1alpha1.TaskList)
+		tasks.Items = slices.DeleteFunc(tasks.Items, func(t swarmv1alpha1.Task) bool { return !t.Status.Phase.Finished() })
+		return nil
+	}}
+}
+
+func TestASweepDeletesWhatIsDueAndPastTheCapAndSchedulesWhatIsDueSoon(t *testing.T) {
+	capped := builder.Hive("ns", "capped").Obj()
+	capped.Spec.TaskRetention = &swarmv1alpha1.TaskRetentionSpec{TTLSecondsAfterFinished: ptr.To[int32](3600), MaxFinishedTasks: ptr.To[int32](2)}
+	objs := []client.Object{
+		capped,
+		withRetention(time.Hour),
+		finishedTask(builder.Task("ns", "expired").Hive("h").TTL(time.Minute), unitNow.Add(-2*time.Minute)),
+		finishedTask(builder.Task("ns", "due-soon").Hive("h").TTL(time.Minute), unitNow.Add(-30*time.Second)),
+		finishedTask(builder.Task("ns", "due-later").Hive("h"), unitNow),
+		builder.Task("ns", "queued").Hive("h").TTL(0).Obj(),
+		finishedTask(builder.Task("ns", "capped-1").Hive("capped"), unitNow.Add(-3*time.Minute)),
+		finishedTask(builder.Task("ns", "capped-2").Hive("capped"), unitNow.Add(-2*time.Minute)),
+		finishedTask(builder.Task("ns", "capped-3").Hive("capped"), unitNow.Add(-time.Minute)),
+		finishedTask(builder.Task("ns", "capped-4").Hive("capped"), unitNow),
+		// The oldest of the capped hive, but a task that has not finished depends on it.
+		finishedTask(builder.Task("ns", "capped-0").Hive("capped"), unitNow.Add(-time.Hour)),
+		builder.Task("ns", "dependent").Hive("capped").DependsOn("capped-0").Obj(),
+	}
+	c := fakeClient(serverSideSelection(nil), objs...)
+	r := newUnitRetention(c)
+	q := &recordingQueue{TypedRateLimitingInterface: newQueue(t)}
+	if err := r.sweep(context.Background(), q, "ns"); err != nil {
+		t.Fatal(err)
+	}
+	list := &swarmv1alpha1.TaskList{}
+	if err := c.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, task := range list.Items {
+		kept = append(kept, task.Name)
+	}
+	slices.Sort(kept)
+	want := []string{"capped-0", "capped-3", "capped-4", "dependent", "due-later", "due-soon", "queued"}
+	if diff := cmp.Diff(want, kept); diff != "" {
+		t.Errorf("kept (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]time.Duration{"ns/due-soon": 30 * time.Second}, q.after); diff != "" {
+		t.Errorf("scheduled (-want +got):\n%s", diff)
+	}
+
+	if err := r.sweep(context.Background(), q, "ns"); err != nil {
+		t.Fatal(err)
+	}
+	c = fakeClient(serverSideSelection(internalError()), objs...)
+	if err := newUnitRetention(c).sweep(context.Background(), q, "ns"); err == nil || !strings.Contains(err.Error(), "listing finished tasks") {
+		t.Errorf("sweep = %v; want the list's error", err)
+	}
+}
+
+// recordingQueue records the requests added for later, and when.
+type recordingQueue struct {
+	workqueue.TypedRateLimitingInterface[reconcile.Request]
+	after map[string]time.Duration
+}
+
+func (q *recordingQueue) AddAfter(req reconcile.Request, d time.Duration) {
+	if q.after == nil {
+		q.after = map[string]time.Duration{}
+	}
+	q.after[req.String()] = d
 }
