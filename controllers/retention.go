@@ -128,7 +128,7 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // decide applies lifecycle.Decide to a finished task, with its hive's retention (hives, a
 // cache of the hives already read, may be nil) and its unfinished dependents.
-func (r *RetentionReconciler) decide(ctx context.Context, task *swarmv1alpha1.Task, hives map[string]*swarmv1alpha1.Hive) (lifecycle.Decision, error) {
+func (r *RetentionReconciler) decide(ctx context.Context, task *swarmv1alpha1.Task, hives map[types.NamespacedName]*swarmv1alpha1.Hive) (lifecycle.Decision, error) {
 	hive, err := r.hive(ctx, task, hives)
 	if err != nil {
 		return lifecycle.Decision{}, err
@@ -145,12 +145,15 @@ func (r *RetentionReconciler) decide(ctx context.Context, task *swarmv1alpha1.Ta
 }
 
 // hive reads a task's hive from the cache (nil when it does not exist), through hives.
-func (r *RetentionReconciler) hive(ctx context.Context, task *swarmv1alpha1.Task, hives map[string]*swarmv1alpha1.Hive) (*swarmv1alpha1.Hive, error) {
-	if h, ok := hives[task.Spec.Hive]; ok {
+// A sweep of every namespace meets hives of the same name: they are told apart by their
+// namespace.
+func (r *RetentionReconciler) hive(ctx context.Context, task *swarmv1alpha1.Task, hives map[types.NamespacedName]*swarmv1alpha1.Hive) (*swarmv1alpha1.Hive, error) {
+	key := hiveOf(task)
+	if h, ok := hives[key]; ok {
 		return h, nil
 	}
 	h := &swarmv1alpha1.Hive{}
-	err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Spec.Hive}, h)
+	err := r.client.Get(ctx, key, h)
 	switch {
 	case apierrors.IsNotFound(err):
 		h = nil
@@ -158,9 +161,14 @@ func (r *RetentionReconciler) hive(ctx context.Context, task *swarmv1alpha1.Task
 		return nil, fmt.Errorf("reading hive %s: %w", task.Spec.Hive, err)
 	}
 	if hives != nil {
-		hives[task.Spec.Hive] = h
+		hives[key] = h
 	}
 	return h, nil
+}
+
+// hiveOf is the key of a task's hive.
+func hiveOf(task *swarmv1alpha1.Task) types.NamespacedName {
+	return types.NamespacedName{Namespace: task.Namespace, Name: task.Spec.Hive}
 }
 
 // unfinishedDependents counts the tasks that depend on a task and have not finished.
@@ -323,7 +331,7 @@ func (r *RetentionReconciler) schedule(q workqueue.TypedRateLimitingInterface[re
 // first; it schedules those due within the next sweep. It holds no more than a page, and
 // per capped hive as many small records as its cap.
 func (r *RetentionReconciler) sweep(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], ns string) error {
-	hives, kept := map[string]*swarmv1alpha1.Hive{}, map[string]*newestFinished{}
+	hives, kept := map[types.NamespacedName]*swarmv1alpha1.Hive{}, map[types.NamespacedName]*newestFinished{}
 	var scheduled int
 	opts := []client.ListOption{client.InNamespace(ns), client.MatchingFieldsSelector{Selector: swarmv1alpha1.FinishedTasks()}, client.Limit(r.opts.PageSize)}
 	for cont := ""; ; {
@@ -347,7 +355,7 @@ func (r *RetentionReconciler) sweep(ctx context.Context, q workqueue.TypedRateLi
 			if d.RequeueAfter > 0 && d.RequeueAfter <= r.opts.SweepInterval {
 				scheduled++
 			}
-			if err := r.keepNewest(ctx, kept, hives[task.Spec.Hive], task); err != nil {
+			if err := r.keepNewest(ctx, kept, hives[hiveOf(task)], task); err != nil {
 				return err
 			}
 		}
@@ -361,7 +369,7 @@ func (r *RetentionReconciler) sweep(ctx context.Context, q workqueue.TypedRateLi
 
 // keepNewest counts a finished task against its hive's maxFinishedTasks, and deletes the
 // task that finished first once the hive has more (unless unfinished tasks depend on it).
-func (r *RetentionReconciler) keepNewest(ctx context.Context, kept map[string]*newestFinished, hive *swarmv1alpha1.Hive, task *swarmv1alpha1.Task) error {
+func (r *RetentionReconciler) keepNewest(ctx context.Context, kept map[types.NamespacedName]*newestFinished, hive *swarmv1alpha1.Hive, task *swarmv1alpha1.Task) error {
 	if hive == nil {
 		return nil
 	}
@@ -369,10 +377,11 @@ func (r *RetentionReconciler) keepNewest(ctx context.Context, kept map[string]*n
 	if !ok {
 		return nil
 	}
-	if kept[hive.Name] == nil {
-		kept[hive.Name] = &newestFinished{limit: limit}
+	key := client.ObjectKeyFromObject(hive)
+	if kept[key] == nil {
+		kept[key] = &newestFinished{limit: limit}
 	}
-	out, over := kept[hive.Name].add(task)
+	out, over := kept[key].add(task)
 	if !over {
 		return nil
 	}

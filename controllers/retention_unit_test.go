@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -272,4 +274,37 @@ func (q *recordingQueue) AddAfter(req reconcile.Request, d time.Duration) {
 		q.after = map[string]time.Duration{}
 	}
 	q.after[req.String()] = d
+}
+
+// An operator serving every namespace sweeps them together: hives of the same name in two
+// namespaces keep their own retention and cap.
+func TestASweepOfEveryNamespaceTellsSameNamedHivesApart(t *testing.T) {
+	short := builder.Hive("a", "h").Obj()
+	short.Spec.TaskRetention = &swarmv1alpha1.TaskRetentionSpec{TTLSecondsAfterFinished: ptr.To[int32](60), MaxFinishedTasks: ptr.To[int32](1)}
+	long := builder.Hive("b", "h").Obj()
+	long.Spec.TaskRetention = &swarmv1alpha1.TaskRetentionSpec{TTLSecondsAfterFinished: ptr.To[int32](3600)}
+	objs := []client.Object{short, long}
+	for _, ns := range []string{"a", "b"} {
+		for i, age := range []time.Duration{2 * time.Minute, 3 * time.Minute} {
+			objs = append(objs, finishedTask(builder.Task(ns, fmt.Sprintf("old-%d", i)).Hive("h"), unitNow.Add(-age)))
+		}
+		objs = append(objs, finishedTask(builder.Task(ns, "new").Hive("h"), unitNow))
+	}
+	c := fakeClient(serverSideSelection(nil), objs...)
+	if err := newUnitRetention(c).sweep(context.Background(), &recordingQueue{TypedRateLimitingInterface: newQueue(t)}, metav1.NamespaceAll); err != nil {
+		t.Fatal(err)
+	}
+	list := &swarmv1alpha1.TaskList{}
+	if err := c.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, task := range list.Items {
+		kept = append(kept, task.Namespace+"/"+task.Name)
+	}
+	slices.Sort(kept)
+	// a: past its minute, and capped at 1; b: kept for an hour, uncapped.
+	if diff := cmp.Diff([]string{"a/new", "b/new", "b/old-0", "b/old-1"}, kept); diff != "" {
+		t.Errorf("kept (-want +got):\n%s", diff)
+	}
 }
