@@ -120,14 +120,15 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	case d.Delete:
 		return r.delete(ctx, task, "its retention has passed")
-	case d.RequeueAfter > 0 && d.RequeueAfter <= r.opts.SweepInterval:
+	case r.dueWithinSweep(d):
 		return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
 	}
 	return ctrl.Result{}, nil // a later sweep looks again
 }
 
 // decide applies lifecycle.Decide to a finished task, with its hive's retention (hives, a
-// cache of the hives already read, may be nil) and its unfinished dependents.
+// cache of the hives already read, may be nil) and, once it is due, its unfinished
+// dependents: a sweep meets mostly tasks that are not due, which need no list.
 func (r *RetentionReconciler) decide(ctx context.Context, task *swarmv1alpha1.Task, hives map[types.NamespacedName]*swarmv1alpha1.Hive) (lifecycle.Decision, error) {
 	hive, err := r.hive(ctx, task, hives)
 	if err != nil {
@@ -137,11 +138,15 @@ func (r *RetentionReconciler) decide(ctx context.Context, task *swarmv1alpha1.Ta
 	if hive != nil {
 		retention = hive.Spec.TaskRetentionOrDefault()
 	}
-	n, err := unfinishedDependents(ctx, r.client, task)
-	if err != nil {
+	obs := lifecycle.Observed{Now: r.opts.Now(), Retention: retention}
+	d := lifecycle.Decide(task, obs)
+	if !d.Delete {
+		return d, nil
+	}
+	if obs.Dependents, err = unfinishedDependents(ctx, r.client, task); err != nil {
 		return lifecycle.Decision{}, err
 	}
-	return lifecycle.Decide(task, lifecycle.Observed{Now: r.opts.Now(), Dependents: n, Retention: retention}), nil
+	return lifecycle.Decide(task, obs), nil
 }
 
 // hive reads a task's hive from the cache (nil when it does not exist), through hives.
@@ -315,15 +320,24 @@ func (r *RetentionReconciler) finished(ctx context.Context, q workqueue.TypedRat
 	}
 }
 
-// schedule puts a task due within one sweep into the workqueue at its time.
-func (r *RetentionReconciler) schedule(q workqueue.TypedRateLimitingInterface[reconcile.Request], task *swarmv1alpha1.Task, d lifecycle.Decision) {
-	req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: task.Namespace, Name: task.Name}}
+// dueWithinSweep reports whether a task not due yet is due before the next sweep would
+// look at it: such a task waits in the workqueue, the others for a sweep.
+func (r *RetentionReconciler) dueWithinSweep(d lifecycle.Decision) bool {
+	return d.RequeueAfter > 0 && d.RequeueAfter <= r.opts.SweepInterval
+}
+
+// schedule puts a task due within one sweep into the workqueue at its time, and reports
+// whether it did so for later.
+func (r *RetentionReconciler) schedule(q workqueue.TypedRateLimitingInterface[reconcile.Request], task *swarmv1alpha1.Task, d lifecycle.Decision) bool {
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)}
 	switch {
 	case d.Delete:
 		q.Add(req)
-	case d.RequeueAfter > 0 && d.RequeueAfter <= r.opts.SweepInterval:
+	case r.dueWithinSweep(d):
 		q.AddAfter(req, d.RequeueAfter)
+		return true
 	}
+	return false
 }
 
 // sweep lists the finished tasks of a namespace a page at a time: it deletes those whose
@@ -346,13 +360,12 @@ func (r *RetentionReconciler) sweep(ctx context.Context, q workqueue.TypedRateLi
 				return err
 			}
 			if d.Delete {
-				if err := r.sweepDelete(ctx, finishedRecord{task.Namespace, task.Name, task.UID, task.ResourceVersion, time.Time{}}, "its retention has passed"); err != nil {
+				if err := r.sweepDelete(ctx, task, "its retention has passed"); err != nil {
 					return err
 				}
 				continue
 			}
-			r.schedule(q, task, d)
-			if d.RequeueAfter > 0 && d.RequeueAfter <= r.opts.SweepInterval {
+			if r.schedule(q, task, d) {
 				scheduled++
 			}
 			if err := r.keepNewest(ctx, kept, hives[hiveOf(task)], task); err != nil {
@@ -385,19 +398,19 @@ func (r *RetentionReconciler) keepNewest(ctx context.Context, kept map[types.Nam
 	if !over {
 		return nil
 	}
-	n, err := unfinishedDependents(ctx, r.client, &swarmv1alpha1.Task{ObjectMeta: metav1.ObjectMeta{Namespace: out.namespace, Name: out.name}})
+	first := out.task()
+	n, err := unfinishedDependents(ctx, r.client, first)
 	if err != nil || n > 0 {
 		return err
 	}
-	return r.sweepDelete(ctx, out, fmt.Sprintf("its hive keeps its %d newest finished tasks", limit))
+	return r.sweepDelete(ctx, first, fmt.Sprintf("its hive keeps its %d newest finished tasks", limit))
 }
 
 // sweepDelete deletes a finished task the sweep listed, at the pace the sweeps may delete.
-func (r *RetentionReconciler) sweepDelete(ctx context.Context, t finishedRecord, why string) error {
+func (r *RetentionReconciler) sweepDelete(ctx context.Context, task *swarmv1alpha1.Task, why string) error {
 	if err := r.deletes.Wait(ctx); err != nil {
 		return fmt.Errorf("waiting to delete: %w", err)
 	}
-	task := &swarmv1alpha1.Task{ObjectMeta: metav1.ObjectMeta{Namespace: t.namespace, Name: t.name, UID: t.uid, ResourceVersion: t.resourceVersion}}
 	_, err := r.delete(ctx, task, why)
 	return err
 }
@@ -408,6 +421,11 @@ type finishedRecord struct {
 	uid             types.UID
 	resourceVersion string
 	finishedAt      time.Time
+}
+
+// task is the record as a task to delete, at the version the sweep saw.
+func (t finishedRecord) task() *swarmv1alpha1.Task {
+	return &swarmv1alpha1.Task{ObjectMeta: metav1.ObjectMeta{Namespace: t.namespace, Name: t.name, UID: t.uid, ResourceVersion: t.resourceVersion}}
 }
 
 // newestFinished keeps the limit newest finished tasks of a hive seen so far: a min-heap by

@@ -386,21 +386,12 @@ func FinishedTasks(tasks []swarmv1alpha1.Task, limit int) []*swarmv1alpha1.Task 
 		}
 	}
 	slices.SortFunc(out, func(a, b *swarmv1alpha1.Task) int {
-		return cmp.Or(finishedAt(a).Compare(finishedAt(b)), cmp.Compare(a.Name, b.Name))
+		return cmp.Or(lifecycle.FinishedAt(a).Compare(lifecycle.FinishedAt(b)), cmp.Compare(a.Name, b.Name))
 	})
 	if limit > 0 && len(out) > limit {
 		out = out[len(out)-limit:]
 	}
 	return out
-}
-
-// finishedAt is when a task finished: status.finishedAt, or its creation for a task
-// finished by a writer that did not set it.
-func finishedAt(t *swarmv1alpha1.Task) time.Time {
-	if t.Status.FinishedAt != nil {
-		return t.Status.FinishedAt.Time
-	}
-	return t.CreationTimestamp.Time
 }
 
 // ResultRowOf returns the row of a finished task.
