@@ -48,7 +48,6 @@ var (
 	outJSON   = flag.String("out-json", filepath.Join(os.TempDir(), "bench-results.json"), "File the results are written to as JSON.")
 	fromJSON  = flag.String("from-json", "", "Run nothing: check and render the results in this file.")
 	writeDocs = flag.Bool("write-docs", false, "Write docs/benchmarks.md, its plot and the results (benchmarks.json) from the results.")
-	docsDir   = flag.String("docs-dir", "docs", "Folder of the documentation, relative to the repository root.")
 	opts      runner.Options
 )
 
@@ -83,39 +82,36 @@ func run(ctx context.Context) (code int) {
 	if err != nil {
 		return fail(err)
 	}
-	configs := filepath.Join(root, "test", "perf", "configs")
+	configs, path := filepath.Join(root, "test", "perf", "configs"), cmp.Or(*fromJSON, *outJSON)
 	tg, err := config.LoadTargets(cmp.Or(*targets, filepath.Join(configs, "targets.yaml")))
-	if err != nil {
-		return fail(err)
-	}
-	if *fromJSON == "" {
+	var res *results.Results
+	switch {
+	case err == nil && *fromJSON != "":
+		res, err = results.Read(*fromJSON)
+	case err == nil:
 		name := "full.yaml"
 		if *quick {
 			name = "quick.yaml"
 		}
-		w, err := config.LoadWorkload(cmp.Or(*workload, filepath.Join(configs, name)))
-		if err != nil {
-			return fail(err)
+		var w *config.Workload
+		if w, err = config.LoadWorkload(cmp.Or(*workload, filepath.Join(configs, name))); err == nil {
+			res = &results.Results{StartedAt: started, Machine: scraper.Machine(), Settings: *w}
+			opts.Workload = *w
+			if err := runner.Run(ctx, opts, res); err != nil { // the results so far are still written
+				res.Errors, code = append(res.Errors, err.Error()), fail(err)
+			}
+			res.DurationSeconds = stats.Round(time.Since(started).Seconds(), 1)
 		}
-		res := &results.Results{StartedAt: started, Machine: scraper.Machine(), Settings: *w}
-		opts.Workload = *w
-		if err := runner.Run(ctx, opts, res); err != nil {
-			res.Errors, code = append(res.Errors, err.Error()), fail(err)
-		}
-		res.DurationSeconds = stats.Round(time.Since(started).Seconds(), 1)
-		if err := res.Write(*outJSON); err != nil {
-			return fail(err)
-		}
-		opts.Logf("results written to %s", *outJSON)
-		*fromJSON = *outJSON
 	}
-
-	res, err := results.Read(*fromJSON)
 	if err == nil {
 		res.Targets, err = checker.Check(res, tg)
 	}
+	if res != nil { // what was measured is kept, whatever failed
+		err = errors.Join(err, res.Write(path))
+		opts.Logf("results written to %s", path)
+	}
 	if err == nil {
-		err = errors.Join(res.Write(*fromJSON), report.Markdown(os.Stdout, res, "##"))
+		err = report.Markdown(os.Stdout, res, "##")
 	}
 	if err != nil {
 		return fail(err)
@@ -123,19 +119,11 @@ func run(ctx context.Context) (code int) {
 	if lost := res.Lost(); lost != "" {
 		code = fail(errors.New("tasks did not succeed: " + lost))
 	}
-	fmt.Fprintln(os.Stderr, "\nEach figure against its target (reported, never asserted):")
-	if err := checker.Print(os.Stderr, res.Targets); err != nil {
-		return fail(err)
-	}
 	if *writeDocs {
 		if len(res.Errors) > 0 {
 			return fail(errors.New("the run failed; docs not written"))
 		}
-		dir := *docsDir
-		if !filepath.IsAbs(dir) {
-			dir = filepath.Join(root, dir)
-		}
-		const plotName = "benchmarks-latency.svg"
+		dir, plotName := filepath.Join(root, "docs"), "benchmarks-latency.svg"
 		var page, plot bytes.Buffer
 		err := errors.Join(report.Docs(&page, res, plotName), report.Plot(&plot, res, "svg"))
 		if err == nil {

@@ -11,12 +11,10 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"math"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"text/template"
 	"time"
 
@@ -48,7 +46,8 @@ func Check(r *results.Results, targets []config.Target) ([]results.Target, error
 		value, more, missing := f(r, t)
 		fields := map[string]any{"limit": t.Limit, "params": t.Params, "cores": cores, "value": value}
 		maps.Copy(fields, more)
-		v := results.Target{Name: t.Name, Figure: t.Figure, Op: t.Op, Limit: fields["limit"].(float64), Unit: t.Unit}
+		v := results.Target{Target: t} // its texts are rendered below
+		v.Limit, v.Why = fields["limit"].(float64), ""
 		text := func(name, src string) string {
 			var b strings.Builder
 			tmpl, err := template.New(t.Name + " " + name).Option("missingkey=error").Funcs(report.Funcs).Parse(src)
@@ -84,23 +83,6 @@ func meets(v float64, op string, limit float64) bool {
 	default:
 		return v >= limit
 	}
-}
-
-// Print writes each figure against its target, one target a line.
-func Print(w io.Writer, targets []results.Target) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\tfigure\ttarget\tverdict")
-	for _, t := range targets {
-		figure := "–"
-		if t.Status != results.NotMeasured {
-			figure = fmt.Sprintf("%.4g %s", t.Value, t.Unit)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %g %s\t%s\n", t.Name, figure, t.Op, t.Limit, t.Unit, t.Status)
-	}
-	if err := tw.Flush(); err != nil {
-		return fmt.Errorf("printing the targets: %w", err)
-	}
-	return nil
 }
 
 func success(r *results.Results, _ config.Target) (float64, map[string]any, string) {

@@ -2,7 +2,6 @@ package checker
 
 import (
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -76,19 +75,5 @@ func TestCheck(t *testing.T) {
 				t.Errorf("statuses (-want +got):\n%s", diff)
 			}
 		})
-	}
-}
-
-func TestPrint(t *testing.T) {
-	var b strings.Builder
-	if err := Print(&b, []results.Target{
-		{Name: "Throughput", Status: results.Met, Value: 85, Op: ">=", Limit: 80, Unit: "%"},
-		{Name: "Start-up", Status: results.NotMeasured, Op: "<", Limit: 2, Unit: "s"},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	want := "target      figure  target   verdict\nThroughput  85 %    >= 80 %  met\nStart-up    –       < 2 s    not measured\n"
-	if diff := cmp.Diff(want, b.String()); diff != "" {
-		t.Errorf("Print (-want +got):\n%s", diff)
 	}
 }

@@ -169,18 +169,12 @@ type Baseline struct {
 	RatioP95             float64       `json:"ratioP95"`
 }
 
-// Target is the checker's verdict on one target: its figure's value against its limit.
+// Target is the checker's verdict on one target: its figure's value against its limit,
+// with its texts rendered.
 type Target struct {
-	Name     string  `json:"name"`
-	Figure   string  `json:"figure"`
-	Goal     string  `json:"goal"`
-	Measured string  `json:"measured"`
-	Status   string  `json:"status"`
-	Why      string  `json:"why,omitempty"`
-	Value    float64 `json:"value"`
-	Op       string  `json:"op"`
-	Limit    float64 `json:"limit"`
-	Unit     string  `json:"unit,omitempty"`
+	config.Target
+	Status string  `json:"status"`
+	Value  float64 `json:"value"`
 }
 
 // RunsOf returns the runs of a kind: bursts by agents then tasks, rates by rate.

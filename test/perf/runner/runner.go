@@ -46,13 +46,11 @@ import (
 	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
-// Options say what to run. The binaries come from the environment, as the tests': the API
-// server's and etcd's from KUBEBUILDER_ASSETS (testenv), the kwok cluster's from
-// E2E_K8S_DIR and E2E_KWOK_DIR (kwok.DirsFromEnv); make bench sets them.
+// Options say what to run. The binaries come from the environment, as the tests' do
+// (KUBEBUILDER_ASSETS, E2E_K8S_DIR and E2E_KWOK_DIR); make bench sets them. Keep keeps the
+// work folder (kubeconfig, operator logs); Pprof serves the operator's profiles.
 type Options struct {
-	Workload config.Workload
-	// Keep keeps the work folder (kubeconfig, operator logs); Pprof serves the operator's
-	// profiles on a free port.
+	Workload    config.Workload
 	Keep, Pprof bool
 	Logf        func(format string, args ...any)
 }
@@ -67,14 +65,12 @@ type runner struct {
 }
 
 // cluster is an API server the benchmark drives, envtest's or kwok's, with the pids of its
-// processes metered for CPU (apiserver, etcd) when known.
+// processes metered for CPU (apiserver, etcd) and etcd's metrics URL, when known.
 type cluster struct {
-	config     *rest.Config
-	client     client.Client
-	kubeconfig string
-	pids       map[string]int
-	// etcdMetrics is the URL of etcd's metrics, when known.
-	etcdMetrics string
+	config                  *rest.Config
+	client                  client.Client
+	kubeconfig, etcdMetrics string
+	pids                    map[string]int
 }
 
 // Run runs every phase and records what it measured in res, also when a phase fails.
@@ -117,10 +113,8 @@ func Run(ctx context.Context, o Options, res *results.Results) (err error) {
 		return err
 	}
 	res.Machine.KubernetesVersion = "unknown"
-	if dc, err := discovery.NewDiscoveryClientForConfig(cl.config); err == nil {
-		if v, err := dc.ServerVersion(); err == nil {
-			res.Machine.KubernetesVersion = v.GitVersion
-		}
+	if v, err := discovery.NewDiscoveryClientForConfigOrDie(cl.config).ServerVersion(); err == nil {
+		res.Machine.KubernetesVersion = v.GitVersion
 	}
 	if err := <-built; err != nil {
 		return err

@@ -92,45 +92,42 @@ type world struct {
 // newWorld creates the namespace, starts the recorder and the operator, creates the hive and
 // waits until its agents run. markReady: the benchmark marks the agent pods Ready (envtest
 // has no kubelet; kwok does it).
-func (r *runner) newWorld(ctx context.Context, cl *cluster, ns, hive string, agents int, markReady bool) (*world, error) {
+func (r *runner) newWorld(ctx context.Context, cl *cluster, ns, hive string, agents int, markReady bool) (w *world, err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	w := &world{r: r, c: cl.client, ns: ns, hive: hive, agents: agents, cancel: cancel}
-	if err := w.setup(ctx, cl, markReady); err != nil {
-		w.close()
-		return nil, fmt.Errorf("setting up %s: %w", ns, err)
+	w = &world{r: r, c: cl.client, ns: ns, hive: hive, agents: agents, cancel: cancel}
+	defer func() {
+		if err != nil {
+			w.close()
+			w, err = nil, fmt.Errorf("setting up %s: %w", ns, err)
+		}
+	}()
+	if err := createNamespace(ctx, cl.client, ns); err != nil {
+		return nil, err
 	}
-	r.Logf("%s: operator ready in %s, %d agents running", ns, w.startup.Round(time.Millisecond), agents)
-	return w, nil
-}
-
-func (w *world) setup(ctx context.Context, cl *cluster, markReady bool) (err error) {
-	if err := createNamespace(ctx, cl.client, w.ns); err != nil {
-		return err
+	if w.rec, err = recorder.Start(ctx, cl.config, ns, r.epoch); err != nil {
+		return nil, err
 	}
-	if w.rec, err = recorder.Start(ctx, cl.config, w.ns, w.r.epoch); err != nil {
-		return err
+	if w.op, w.startup, err = r.startOperator(ctx, cl.kubeconfig, ns, 2*time.Minute); err != nil {
+		return nil, err
 	}
-	if w.op, w.startup, err = w.r.startOperator(ctx, cl.kubeconfig, w.ns, 2*time.Minute); err != nil {
-		return err
-	}
-	w.meter = &scraper.Meter{Cores: w.r.res.Machine.Cores, PIDs: maps.Clone(cl.pids)}
+	w.meter = &scraper.Meter{Cores: r.res.Machine.Cores, PIDs: maps.Clone(cl.pids)}
 	w.meter.PIDs["operator"], w.meter.PIDs["bench"] = w.op.PID(), os.Getpid()
-	if err := cl.client.Create(ctx, w.r.newHive(w.ns, w.hive, w.agents)); err != nil {
-		return fmt.Errorf("creating hive %s: %w", w.hive, err)
+	if err := cl.client.Create(ctx, r.newHive(ns, hive, agents)); err != nil {
+		return nil, fmt.Errorf("creating hive %s: %w", hive, err)
 	}
-	// The test kubelet marks the hive's pods Ready (unless the cluster does, as kwok does) and
-	// the fleet runs one real pkg/agent agent per Ready pod in this process, with a no-op
-	// handler and the SDK's defaults. The kubelet watches the pods once, so a thousand agents
-	// cost the API server no more than their own task watches. Pods are not bound to a node:
-	// nothing deletes them while the benchmark measures. The agents write through one client
-	// that counts their requests, and their logs are counted, never printed.
+	// The test kubelet marks the hive's pods Ready (unless kwok does) and the fleet runs a real
+	// pkg/agent agent per Ready pod in this process, with a no-op handler and the SDK's
+	// defaults. The kubelet watches the pods once, so a thousand agents cost the API server
+	// only their own task watches; unbound pods are never deleted while the benchmark
+	// measures. The agents write through one client that counts their requests, and their
+	// logs are counted, never printed.
 	cfg := rest.CopyConfig(cl.config)
 	cfg.WrapTransport = w.counter.wrap
 	writer, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
 	if err != nil {
-		return fmt.Errorf("creating the agents' client: %w", err)
+		return nil, fmt.Errorf("creating the agents' client: %w", err)
 	}
-	delay := w.r.Workload.TaskDelay.Duration
+	delay := r.Workload.TaskDelay.Duration
 	w.fleet = &fleet.Fleet{
 		Config: cl.config,
 		Handler: func(string) agent.Handler {
@@ -150,29 +147,26 @@ func (w *world) setup(ctx context.Context, cl *cluster, markReady bool) (err err
 		}, funcr.Options{}),
 	}
 	k := &kubelet.Kubelet{
-		Config: cl.config, Client: cl.client, Namespace: w.ns, MarkReady: markReady, Runtime: w.fleet,
-		Selector: labels.SelectorFromSet(labels.Set{swarmv1alpha1.LabelHive: w.hive}),
+		Config: cl.config, Client: cl.client, Namespace: ns, MarkReady: markReady, Runtime: w.fleet,
+		Selector: labels.SelectorFromSet(labels.Set{swarmv1alpha1.LabelHive: hive}),
 	}
 	if err := k.Start(ctx); err != nil {
-		return fmt.Errorf("starting the kubelet: %w", err)
+		return nil, fmt.Errorf("starting the kubelet: %w", err)
 	}
-	// Ready once the agents' task watches have synced and the operator's hive status counts
-	// them.
-	hive := &swarmv1alpha1.Hive{}
-	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute+time.Duration(w.agents)*100*time.Millisecond, true,
+	// Ready once the agents' task watches have synced and the hive's status counts them.
+	h := &swarmv1alpha1.Hive{}
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute+time.Duration(agents)*100*time.Millisecond, true,
 		func(ctx context.Context) (bool, error) {
-			if int(w.ready.Load()) < w.agents {
-				return false, w.op.Alive()
-			}
-			err := w.c.Get(ctx, client.ObjectKey{Namespace: w.ns, Name: w.hive}, hive)
-			return err == nil && int(hive.Status.ReadyReplicas) >= w.agents, w.op.Alive()
+			synced := int(w.ready.Load()) >= agents && w.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: hive}, h) == nil
+			return synced && int(h.Status.ReadyReplicas) >= agents, w.op.Alive()
 		})
 	if err != nil {
 		last, _ := w.lastErr.Load().(string)
-		return fmt.Errorf("%d of %d agents of hive %s ran (the hive reports %d ready; the agents' last error: %q): %w",
-			w.ready.Load(), w.agents, w.hive, hive.Status.ReadyReplicas, last, err)
+		return nil, fmt.Errorf("%d of %d agents of hive %s ran (the hive reports %d ready; the agents' last error: %q): %w",
+			w.ready.Load(), agents, hive, h.Status.ReadyReplicas, last, err)
 	}
-	return nil
+	r.Logf("%s: operator ready in %s, %d agents running", ns, w.startup.Round(time.Millisecond), agents)
+	return w, nil
 }
 
 // close stops the watches and the kubelet, which kills the agents as a crash would (the
