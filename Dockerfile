@@ -1,5 +1,5 @@
 # Builds the operator's images: `docker build --target manager .` and `docker build --target agent .`
-FROM golang:1.26 AS build
+FROM golang:1.27.3 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -22,6 +22,10 @@
 # KUBEBUILDER_ASSETS, so `export KUBEBUILDER_ASSETS="$(hack/setup-envtest.sh)"` works.
 set -euo pipefail
 
+# These binaries are test infrastructure: they build with the machine's own Go release, as
+# they are known to, whatever toolchain the Makefile asks for the project's own code.
+export GOTOOLCHAIN=local
+
 K8S_VERSION="${K8S_VERSION:-1.37.2}"
 K8S_STAGING_VERSION="${K8S_STAGING_VERSION:-0.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.6}"
