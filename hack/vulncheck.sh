@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Checks the module with govulncheck: it fails when the code reaches a known vulnerability
-# (in the standard library of the Go that runs it, or in a module), not merely imports one.
+# Checks every module of the repository with govulncheck: the project's packages, and the
+# tools pinned in hack/tools (what each module's `tool` directives name). It fails when code
+# reaches a known vulnerability (in the standard library of the Go that runs it, or in a
+# module), not when it merely imports a vulnerable package.
 #
 # The database is the Go vulnerability database at a pinned version of the module that
 # publishes it (golang.org/x/vulndb), indexed once into the layout govulncheck reads and
@@ -28,4 +30,18 @@ if [ -z "${db}" ]; then
 	db="file://${cache}"
 fi
 echo "vulncheck: $(go version | cut -d' ' -f3), database ${db}" >&2
-go run "golang.org/x/vuln/cmd/govulncheck@${govulncheck_version}" -db "${db}" ./...
+failed=()
+check() { # folder, package patterns
+	local dir="$1"
+	shift
+	echo "vulncheck: ${dir}: $*" >&2
+	(cd "${dir}" && go run "golang.org/x/vuln/cmd/govulncheck@${govulncheck_version}" -db "${db}" "$@") || failed+=("${dir}")
+}
+check . ./...
+while read -r mod; do
+	check "$(dirname "${mod}")" tool
+done < <(git ls-files 'hack/tools/*go.mod' 'hack/tools/**/go.mod' | sort -u)
+if [ "${#failed[@]}" -gt 0 ]; then
+	echo "vulncheck: known vulnerabilities reached in: ${failed[*]}" >&2
+	exit 1
+fi
