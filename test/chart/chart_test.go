@@ -74,6 +74,10 @@ type release struct {
 	// a ClusterRole and a policy of every namespace.
 	watchNamespaces []string
 	exemptUsers     []string // admissionPolicy.exemptUsers
+	// userRolesApart: the user roles are not aggregated into view, edit and admin;
+	// metricsReaders: the service accounts bound to the metrics reader.
+	userRolesApart bool
+	metricsReaders []rbacv1.Subject
 }
 
 var (
@@ -126,6 +130,8 @@ var (
 		},
 		watchNamespaces: []string{"team-a", "team-b"},
 		exemptUsers:     []string{"system:serviceaccount:team-a:results-exporter"},
+		userRolesApart:  true,
+		metricsReaders:  []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "prometheus-k8s", Namespace: "monitoring"}},
 	}
 	releases = map[string]release{"default": defaults, "monitoring": monitoring, "all-options": allOptions}
 )
@@ -328,6 +334,7 @@ func TestRender(t *testing.T) {
 			checkAdmissionPolicy(t, r, objs)
 			checkNamespaces(t, r, objs)
 			checkMonitoring(t, r, objs)
+			checkUserRoles(t, r, objs)
 		})
 	}
 }
@@ -462,6 +469,66 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured) {
 				t.Errorf("%s %s touches secrets: %+v", o.GetKind(), o.GetName(), rule)
 			}
 		}
+	}
+}
+
+// checkUserRoles checks the roles of the people who use hives and tasks: a viewer that only
+// reads and an editor that also submits and changes them, neither writing status (the
+// operator's and the agents' alone), aggregated into the cluster's view, edit and admin
+// unless asked not to; and the scrapers bound to the metrics reader.
+func checkUserRoles(t *testing.T, r release, objs []*unstructured.Unstructured) {
+	t.Helper()
+	roles := map[string]*rbacv1.ClusterRole{}
+	for _, o := range find(objs, "ClusterRole") {
+		role := decode[rbacv1.ClusterRole](t, o)
+		for _, suffix := range []string{"-viewer", "-editor"} {
+			if strings.HasSuffix(role.Name, suffix) {
+				roles[suffix] = role
+			}
+		}
+	}
+	allows := func(role *rbacv1.ClusterRole, resource, verb string) bool {
+		return slices.ContainsFunc(role.Rules, func(rule rbacv1.PolicyRule) bool {
+			return slices.Contains(rule.APIGroups, swarmv1alpha1.GroupVersion.Group) && slices.Contains(rule.Resources, resource) && slices.Contains(rule.Verbs, verb)
+		})
+	}
+	for suffix, want := range map[string]struct {
+		aggregateTo []string
+		create      bool
+	}{"-viewer": {[]string{"view", "edit", "admin"}, false}, "-editor": {[]string{"edit", "admin"}, true}} {
+		role := roles[suffix]
+		if role == nil {
+			t.Errorf("no ClusterRole *%s", suffix)
+			continue
+		}
+		for _, to := range []string{"view", "edit", "admin"} {
+			label := "rbac.authorization.k8s.io/aggregate-to-" + to
+			if got := role.Labels[label] == "true"; got != (slices.Contains(want.aggregateTo, to) && !r.userRolesApart) {
+				t.Errorf("%s: label %s is %q", role.Name, label, role.Labels[label])
+			}
+		}
+		for _, res := range []string{"hives", "tasks"} {
+			if !allows(role, res, "get") || !allows(role, res, "watch") {
+				t.Errorf("%s cannot read %s", role.Name, res)
+			}
+			if allows(role, res, "create") != want.create || allows(role, res, "delete") != want.create {
+				t.Errorf("%s: create and delete %s allowed = %v, want %v", role.Name, res, allows(role, res, "create"), want.create)
+			}
+			for _, verb := range []string{"update", "patch"} {
+				if allows(role, res+"/status", verb) {
+					t.Errorf("%s may %s %s/status", role.Name, verb, res)
+				}
+			}
+		}
+	}
+	var readers []rbacv1.Subject
+	for _, o := range find(objs, "ClusterRoleBinding") {
+		if b := decode[rbacv1.ClusterRoleBinding](t, o); strings.HasSuffix(b.RoleRef.Name, "-metrics-reader") {
+			readers = append(readers, b.Subjects...)
+		}
+	}
+	if diff := cmp.Diff(r.metricsReaders, readers); diff != "" {
+		t.Errorf("metrics readers (-want +got):\n%s", diff)
 	}
 }
 
@@ -921,6 +988,7 @@ func TestKustomize(t *testing.T) {
 	kustomizeRelease := release{namespace: "hive-system", serviceAccount: "hive-operator"}
 	checkManagerRole(t, kustomizeRelease, objs)
 	checkAdmissionPolicy(t, kustomizeRelease, objs)
+	checkUserRoles(t, kustomizeRelease, objs)
 
 	for _, kind := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"} {
 		if got, want := len(find(objs, kind)), len(find(chart, kind)); got != want {

@@ -28,6 +28,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -223,6 +224,58 @@ func waitSucceeded(t *testing.T, names []string) {
 	})
 }
 
+// checkUserRoles gives two users the cluster's own edit and view roles in the namespace and
+// acts as each: what lets them use hives and tasks is the chart's roles, which the cluster's
+// aggregation controller adds to edit and view.
+func checkUserRoles(t *testing.T, hive string) {
+	t.Helper()
+	ctx := t.Context()
+	as := map[string]client.Client{}
+	for user, role := range map[string]string{"e2e-editor": "edit", "e2e-viewer": "view"} {
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		}
+		if err := c.client.Create(ctx, binding); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.client.Delete(context.Background(), binding) })
+		cfg := rest.CopyConfig(c.config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+		cl, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		as[role] = cl
+	}
+	task := builder.Task(ns, "by-editor").Hive(hive).Input("from the editor").Obj()
+	eventually(t, 60*time.Second, func() error { return client.IgnoreAlreadyExists(as["edit"].Create(ctx, task)) })
+	eventually(t, 60*time.Second, func() error {
+		got := &swarmv1alpha1.Task{}
+		if err := as["edit"].Get(ctx, client.ObjectKeyFromObject(task), got); err != nil {
+			return err
+		}
+		if got.Status.Phase != swarmv1alpha1.TaskSucceeded || got.Status.Result != "from the editor" {
+			return fmt.Errorf("the editor reads %s %q", got.Status.Phase, got.Status.Result)
+		}
+		return as["view"].Get(ctx, client.ObjectKeyFromObject(task), &swarmv1alpha1.Task{})
+	})
+	if err := as["view"].List(ctx, &swarmv1alpha1.HiveList{}, client.InNamespace(ns)); err != nil {
+		t.Errorf("the viewer cannot list hives: %v", err)
+	}
+	if err := as["view"].Create(ctx, builder.Task(ns, "by-viewer").Hive(hive).Obj()); !apierrors.IsForbidden(err) {
+		t.Errorf("the viewer creating a task: %v, want forbidden", err)
+	}
+	// Status is the operator's and the agents' to write, not the users'.
+	for role, cl := range as {
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"status":{"result":"forged"}}`))
+		if err := cl.Status().Patch(ctx, task.DeepCopy(), patch); !apierrors.IsForbidden(err) {
+			t.Errorf("%s patching a task's status: %v, want forbidden", role, err)
+		}
+	}
+}
+
 func TestInstallRunScaleRollOutDeleteUninstall(t *testing.T) {
 	ctx := context.Background()
 
@@ -248,6 +301,9 @@ func TestInstallRunScaleRollOutDeleteUninstall(t *testing.T) {
 	}
 	waitAgents(t, "e2e", 2)
 	waitSucceeded(t, submit(t, "first", 20))
+
+	t.Log("a namespace's editor submits a task and reads its result; its viewer reads but cannot submit")
+	checkUserRoles(t, "e2e")
 
 	t.Log("kubectl scale through the scale subresource")
 	scale := &autoscalingv1.Scale{}
