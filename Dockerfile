@@ -10,7 +10,10 @@ COPY internal/ internal/
 COPY pkg/ pkg/
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64
-RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -ldflags "-s -w" -o /out/ ./cmd/manager ./cmd/hive-agent
+# The release the binaries report (--version): the Makefile's VERSION.
+ARG VERSION=devel
+RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath \
+      -ldflags "-s -w -X github.com/aihub-dev/hive-operator/internal/version.Version=${VERSION}" -o /out/ ./cmd/manager ./cmd/hive-agent
 
 # The manager: static, on distroless, as a non-root user.
 FROM gcr.io/distroless/static:nonroot AS manager

@@ -16,8 +16,12 @@ CONTROLLER_GEN ?= $(GO_TOOL) controller-gen
 GOLANGCI_LINT ?= go tool -modfile=hack/tools/lint/go.mod golangci-lint
 GOTESTSUM ?= $(GO_TOOL) gotestsum
 
-IMG ?= ghcr.io/aihub-dev/hive-operator:dev
-AGENT_IMG ?= ghcr.io/aihub-dev/hive-agent:dev
+# The release: every binary reports it (--version), the images are tagged with it, and it is
+# the chart's appVersion and the kustomize install's image tag (make verify checks both).
+VERSION ?= v0.1.0
+LDFLAGS := -X github.com/aihub-dev/hive-operator/internal/version.Version=$(VERSION)
+IMG ?= ghcr.io/aihub-dev/hive-operator:$(VERSION)
+AGENT_IMG ?= ghcr.io/aihub-dev/hive-agent:$(VERSION)
 CONTAINER_TOOL ?= docker
 
 # Packages whose coverage the project tracks.
@@ -79,6 +83,8 @@ verify: manifests generate ## Regenerate everything and fail if the committed fi
 		echo "docs/benchmarks.md is out of date with docs/benchmarks.json and test/perf; run 'go run ./test/perf -from-json docs/benchmarks.json -write-docs' and commit:"; \
 		git --no-pager diff --stat -- docs/benchmarks*; exit 1; \
 	fi
+	@grep -qx 'appVersion: "$(VERSION)"' charts/hive-operator/Chart.yaml || { echo "charts/hive-operator/Chart.yaml: appVersion must be the Makefile's VERSION, \"$(VERSION)\""; exit 1; }
+	@grep -qx '    newTag: "$(VERSION)"' config/default/kustomization.yaml || { echo "config/default/kustomization.yaml: the image's newTag must be the Makefile's VERSION, \"$(VERSION)\""; exit 1; }
 	@echo "generated files are up to date"
 
 # The Go vulnerability database (a pinned version of golang.org/x/vulndb) and govulncheck.
@@ -110,9 +116,9 @@ test-unit: ## Run only the tests that need no API server.
 
 .PHONY: build
 build: ## Build the manager, the reference agent and the kubectl plugin into bin/.
-	go build -trimpath -o bin/manager ./cmd/manager
-	go build -trimpath -o bin/hive-agent ./cmd/hive-agent
-	go build -trimpath -o bin/kubectl-hive ./cmd/kubectl-hive
+	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/manager ./cmd/manager
+	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/hive-agent ./cmd/hive-agent
+	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/kubectl-hive ./cmd/kubectl-hive
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster of the current kubeconfig.
@@ -128,8 +134,8 @@ uninstall: ## Remove the CRDs (and so every hive and task) from the cluster.
 
 .PHONY: docker-build
 docker-build: ## Build the manager and reference agent images (needs a container engine).
-	$(CONTAINER_TOOL) build --target manager -t $(IMG) .
-	$(CONTAINER_TOOL) build --target agent -t $(AGENT_IMG) .
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --target manager -t $(IMG) .
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --target agent -t $(AGENT_IMG) .
 
 ##@ Local cluster
 

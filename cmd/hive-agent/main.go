@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aihub-dev/hive-operator/internal/version"
+
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -41,6 +43,7 @@ const (
 
 // config is hive-agent's command line.
 type config struct {
+	version       bool
 	mode          string
 	command       []string // for exec: the arguments after --
 	url           string
@@ -77,6 +80,7 @@ Flags:
 func newFlagSet(cfg *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("hive-agent", flag.ContinueOnError)
 	fs.StringVar(&cfg.mode, "mode", "", "How each task is run: exec, http or echo. Required.")
+	fs.BoolVar(&cfg.version, "version", false, "Print the version and exit.")
 	fs.StringVar(&cfg.url, "url", "", "With --mode=http: the http:// or https:// endpoint each task is posted to.")
 	fs.StringVar(&cfg.contentType, "content-type", "application/json", "With --mode=http: the Content-Type of the requests.")
 	fs.DurationVar(&cfg.echoDelay, "echo-delay", 0, "With --mode=echo: how long each task takes.")
@@ -103,6 +107,9 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("parsing flags: %w", err)
 	}
 	cfg.command = fs.Args()
+	if cfg.version {
+		return cfg, nil
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if err := cfg.validate(set); err != nil {
@@ -211,6 +218,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "hive-agent: %v (see hive-agent --help)\n", err)
 		return 2
+	}
+	if cfg.version {
+		_, _ = fmt.Fprintln(stdout, version.String("hive-agent"))
+		return 0
 	}
 	handler, err := handlerFor(cfg)
 	if err != nil {

@@ -260,6 +260,7 @@ func TestRun(t *testing.T) {
 		wantStderr string
 	}{
 		{name: "help", args: []string{"--help"}, wantCode: 0, wantStdout: "Usage: hive-agent --mode=exec|http|echo"},
+		{name: "version", args: []string{"--version"}, wantCode: 0, wantStdout: "hive-agent devel (go"},
 		{name: "a flag error", args: []string{"--mode=exec"}, wantCode: 2, wantStderr: "hive-agent: --mode=exec needs a command after --, as in hive-agent --mode=exec -- python3 summarize.py (see hive-agent --help)\n"},
 		{name: "a command not found", args: []string{"--mode=exec", "--", "no-such-command-here"}, wantCode: 2, wantStderr: "hive-agent: --mode=exec cannot run no-such-command-here"},
 		{name: "the agent failing", args: []string{"--mode=echo", "--health-addr=0"}, wantCode: 1, wantStderr: "no pod name or namespace"},

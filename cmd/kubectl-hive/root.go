@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/aihub-dev/hive-operator/internal/version"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
@@ -72,13 +74,29 @@ in dispatch order and the results of finished Tasks, and submits Tasks.`,
 		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get(),
 	}
+	cmd.SetVersionTemplate(version.String("kubectl-hive") + "\n")
 	cmd.SetIn(o.streams.In)
 	cmd.SetOut(o.streams.Out)
 	cmd.SetErr(o.streams.ErrOut)
 	o.flags.AddFlags(cmd.PersistentFlags())
-	cmd.AddCommand(newStatusCommand(o), newSubmitCommand(o), newQueueCommand(o), newResultsCommand(o))
+	cmd.AddCommand(newStatusCommand(o), newSubmitCommand(o), newQueueCommand(o), newResultsCommand(o), newVersionCommand())
 	return cmd
+}
+
+// newVersionCommand prints the plugin's release, which talks to any operator of the same
+// API version.
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the plugin's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), version.String("kubectl-hive"))
+			return err
+		},
+	}
 }
 
 // connect returns a client for the cluster the flags name, and the namespace to work in.

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aihub-dev/hive-operator/internal/version"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -33,6 +35,7 @@ import (
 
 // options are the manager's command-line flags.
 type options struct {
+	version       bool
 	metricsAddr   string
 	metricsSecure bool
 	enableHTTP2   bool
@@ -63,6 +66,7 @@ func inCluster() bool {
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
 	fs.BoolVar(&o.metricsSecure, "metrics-secure", true,
 		"Serve metrics over HTTPS to callers authorised to get /metrics (authenticated and authorised by the API server); false serves plain HTTP for local runs.")
@@ -100,6 +104,9 @@ func parseFlags(args []string) (*options, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("parsing flags: %w", err)
 	}
+	if o.version {
+		return o, nil
+	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: every setting is a --flag", fs.Args())
 	}
@@ -113,13 +120,14 @@ func parseFlags(args []string) (*options, error) {
 }
 
 func main() {
-	os.Exit(start(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig, os.Stderr))
+	os.Exit(start(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig, os.Stdout, os.Stderr))
 }
 
 // start is the manager's process without the process: it parses args, sets up logging and
 // the Go memory limit, finds the cluster through config and runs until ctx ends, and
-// returns the exit code (0 also for --help, 2 for bad flags, 1 when the manager fails).
-func start(ctx context.Context, args []string, config func() (*rest.Config, error), stderr io.Writer) int {
+// returns the exit code (0 also for --help and --version, 2 for bad flags, 1 when the
+// manager fails).
+func start(ctx context.Context, args []string, config func() (*rest.Config, error), stdout, stderr io.Writer) int {
 	o, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -127,6 +135,10 @@ func start(ctx context.Context, args []string, config func() (*rest.Config, erro
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
+	}
+	if o.version {
+		fmt.Fprintln(stdout, version.String("manager"))
+		return 0
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap), zap.WriteTo(stderr)))
 	// Without GOMEMLIMIT, the heap may grow to twice its live size, past the container's

@@ -62,7 +62,7 @@ func TestManagerServesProbesAndMetrics(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		if code := start(ctx, args, func() (*rest.Config, error) { return env.Config, nil }, os.Stderr); code != 0 {
+		if code := start(ctx, args, func() (*rest.Config, error) { return env.Config, nil }, io.Discard, os.Stderr); code != 0 {
 			done <- fmt.Errorf("exit code %d", code)
 		}
 		close(done)
@@ -134,8 +134,10 @@ func TestStartExitCodes(t *testing.T) {
 		args       []string
 		wantCode   int
 		wantStderr string
+		wantStdout string
 	}{
 		"help":        {args: []string{"--help"}, wantCode: 0},
+		"version":     {args: []string{"--version"}, wantCode: 0, wantStdout: "manager devel (go"},
 		"a bad flag":  {args: []string{"--kube-api-qps=0"}, wantCode: 2, wantStderr: "must be positive"},
 		"an argument": {args: []string{"extra"}, wantCode: 2, wantStderr: "unexpected arguments"},
 		// The reason goes to the log, which controller-runtime lets a process set only once.
@@ -143,9 +145,12 @@ func TestStartExitCodes(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			var stderr strings.Builder
-			if code := start(t.Context(), tc.args, noCluster, &stderr); code != tc.wantCode {
+			var stdout, stderr strings.Builder
+			if code := start(t.Context(), tc.args, noCluster, &stdout, &stderr); code != tc.wantCode {
 				t.Fatalf("exit code %d; want %d; stderr:\n%s", code, tc.wantCode, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.wantStdout) || (tc.wantStdout == "" && stdout.Len() > 0) {
+				t.Errorf("stdout %q, want it to contain %q", stdout.String(), tc.wantStdout)
 			}
 			if !strings.Contains(stderr.String(), tc.wantStderr) {
 				t.Errorf("stderr lacks %q:\n%s", tc.wantStderr, stderr.String())

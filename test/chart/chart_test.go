@@ -83,7 +83,7 @@ type release struct {
 var (
 	defaults = release{
 		name: "hive-operator", namespace: "hive-system",
-		replicas: 2, serviceAccount: "hive-operator", image: "ghcr.io/aihub-dev/hive-operator:0.1.0",
+		replicas: 2, serviceAccount: "hive-operator", image: "ghcr.io/aihub-dev/hive-operator:v0.1.0",
 		managerArgs: []string{
 			"--leader-elect=true", "--leader-election-namespace=hive-system",
 			"--metrics-bind-address=:8443", "--metrics-secure=true", "--health-probe-bind-address=:8081",
@@ -982,7 +982,7 @@ func TestKustomize(t *testing.T) {
 	}
 	checkDeployment(t, release{
 		namespace: "hive-system", replicas: 2, serviceAccount: "hive-operator",
-		image: "ghcr.io/aihub-dev/hive-operator:0.1.0", managerArgs: defaults.managerArgs,
+		image: "ghcr.io/aihub-dev/hive-operator:v0.1.0", managerArgs: defaults.managerArgs,
 	}, objs)
 	checkLeastPrivilege(t, objs)
 	kustomizeRelease := release{namespace: "hive-system", serviceAccount: "hive-operator"}
