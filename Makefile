@@ -132,6 +132,14 @@ install: manifests ## Install the CRDs into the cluster of the current kubeconfi
 uninstall: ## Remove the CRDs (and so every hive and task) from the cluster.
 	kubectl delete --ignore-not-found -f $(CRD_DIR)
 
+# Where make images pushes, e.g. ghcr.io/aihub-dev; empty writes the OCI layouts only.
+IMAGE_REGISTRY ?=
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+
+.PHONY: images
+images: ## Build the multi-arch images without a container engine into dist/images (OCI layouts); IMAGE_REGISTRY=... also pushes them.
+	go run ./hack/images -version $(VERSION) -platforms $(IMAGE_PLATFORMS) -out dist/images $(if $(IMAGE_REGISTRY),-push $(IMAGE_REGISTRY))
+
 .PHONY: docker-build
 docker-build: ## Build the manager and reference agent images (needs a container engine).
 	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --target manager -t $(IMG) .

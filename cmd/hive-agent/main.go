@@ -24,12 +24,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aihub-dev/hive-operator/internal/version"
+	// Mozilla's root certificates, used only where the system has none: the agent's image
+	// holds nothing but its binary, and --mode=http may post to an https:// endpoint.
+	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/aihub-dev/hive-operator/internal/version"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
 	"github.com/aihub-dev/hive-operator/pkg/handlers"
 )

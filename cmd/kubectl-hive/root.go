@@ -7,8 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/aihub-dev/hive-operator/internal/version"
-
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/version"
 )
 
 // scheme holds the types the plugin reads and writes: Hives, Tasks and Pods.

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aihub-dev/hive-operator/internal/version"
-
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -31,6 +29,7 @@ import (
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/controllers"
 	"github.com/aihub-dev/hive-operator/internal/memlimit"
+	"github.com/aihub-dev/hive-operator/internal/version"
 )
 
 // options are the manager's command-line flags.
