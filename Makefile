@@ -199,3 +199,15 @@ helm-lint: ## Lint the Helm chart with its default values and with every option 
 .PHONY: helm-template
 helm-template: ## Render the Helm chart with its default values into the release namespace hive-system.
 	$(HELM) template hive-operator $(CHART_DIR) --namespace hive-system --kube-version $(HELM_KUBE_VERSION)
+
+# Where make chart-push pushes the chart, e.g. oci://ghcr.io/aihub-dev/charts.
+CHART_REGISTRY ?=
+
+.PHONY: chart-package
+chart-package: ## Package the chart into dist/charts/hive-operator-<chart version>.tgz, its appVersion the Makefile's VERSION.
+	$(HELM) package $(CHART_DIR) --app-version $(VERSION) --destination dist/charts
+
+.PHONY: chart-push
+chart-push: chart-package ## Push the packaged chart to the OCI registry CHART_REGISTRY (helm registry login first).
+	@test -n "$(CHART_REGISTRY)" || { echo "set CHART_REGISTRY, e.g. oci://ghcr.io/aihub-dev/charts"; exit 1; }
+	$(HELM) push dist/charts/hive-operator-$$(sed -n 's/^version: //p' $(CHART_DIR)/Chart.yaml).tgz $(CHART_REGISTRY)

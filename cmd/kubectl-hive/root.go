@@ -92,8 +92,10 @@ func newVersionCommand() *cobra.Command {
 		Short: "Print the plugin's version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintln(cmd.OutOrStdout(), version.String("kubectl-hive"))
-			return err
+			if _, err := fmt.Fprintln(cmd.OutOrStdout(), version.String("kubectl-hive")); err != nil {
+				return fmt.Errorf("printing the version: %w", err)
+			}
+			return nil
 		},
 	}
 }

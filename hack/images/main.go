@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,7 +114,7 @@ func build(ctx context.Context, o options) error {
 		}
 		dir := filepath.Join(o.out, img.name)
 		if err := os.RemoveAll(dir); err != nil {
-			return err
+			return fmt.Errorf("removing the old layout: %w", err)
 		}
 		p, err := layout.Write(dir, empty.Index)
 		if err == nil {
@@ -163,7 +164,7 @@ func imageIndex(ctx context.Context, o options, img image, work string) (v1.Imag
 func platformImage(o options, img image, pl v1.Platform, bin string) (v1.Image, error) {
 	data, err := os.ReadFile(bin)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading the binary: %w", err)
 	}
 	entry := img.entrypoint
 	var buf bytes.Buffer
@@ -181,7 +182,8 @@ func platformImage(o options, img image, pl v1.Platform, bin string) (v1.Image, 
 	if err := errors.Join(err, tw.Close()); err != nil {
 		return nil, fmt.Errorf("writing the layer: %w", err)
 	}
-	layer, err := tarball.LayerFromReader(&buf, tarball.WithMediaType(types.OCILayer))
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil },
+		tarball.WithMediaType(types.OCILayer))
 	if err != nil {
 		return nil, fmt.Errorf("making the layer: %w", err)
 	}
@@ -189,11 +191,11 @@ func platformImage(o options, img image, pl v1.Platform, bin string) (v1.Image, 
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
 	i, err := mutate.Append(base, mutate.Addendum{Layer: layer, History: v1.History{Created: v1.Time{Time: o.created}, CreatedBy: "hack/images: " + img.pkg}})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("adding the layer: %w", err)
 	}
 	cf, err := i.ConfigFile()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading the config: %w", err)
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture, cf.Variant = pl.OS, pl.Architecture, pl.Variant
@@ -202,7 +204,10 @@ func platformImage(o options, img image, pl v1.Platform, bin string) (v1.Image, 
 	cf.Config.Entrypoint = []string{entry}
 	cf.Config.WorkingDir = "/"
 	cf.Config.Labels = Labels(o, img)
-	return mutate.ConfigFile(i, cf)
+	if i, err = mutate.ConfigFile(i, cf); err != nil {
+		return nil, fmt.Errorf("setting the config: %w", err)
+	}
+	return i, nil
 }
 
 // Labels are the org.opencontainers.image annotations of an image's config.
@@ -223,5 +228,8 @@ func Labels(o options, img image) map[string]string {
 // pushIndex pushes an index and its images with the credentials of the docker config
 // (docker login, crane auth login), as other tools do.
 func pushIndex(ctx context.Context, ref name.Reference, idx v1.ImageIndex) error {
-	return remote.WriteIndex(ref, idx, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+		return fmt.Errorf("writing %s: %w", ref, err)
+	}
+	return nil
 }

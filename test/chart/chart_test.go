@@ -13,6 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/registry"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -1061,6 +1064,44 @@ func dryRun(t *testing.T, objs []*unstructured.Unstructured) {
 
 // TestHelmInstall installs the chart with helm against the test API server in dry-run mode:
 // helm checks the chart's kubeVersion against the server's and renders NOTES.txt.
+// TestInstallFromOCIRegistry installs the chart as a user does, by reference, with no
+// checkout: packaged, pushed to an OCI registry and installed from it.
+func TestInstallFromOCIRegistry(t *testing.T) {
+	testenv.Require(t, env)
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	dist := t.TempDir()
+	if _, err := helm(t, "package", chartPath, "--app-version", "v0.1.0", "--destination", dist); err != nil {
+		t.Fatal(err)
+	}
+	archives, _ := filepath.Glob(filepath.Join(dist, "hive-operator-*.tgz"))
+	if len(archives) != 1 {
+		t.Fatalf("helm package wrote %v, want one archive", archives)
+	}
+	repo := "oci://" + strings.TrimPrefix(reg.URL, "http://") + "/charts"
+	if _, err := helm(t, "push", archives[0], repo, "--plain-http"); err != nil {
+		t.Fatal(err)
+	}
+	ref := repo + "/hive-operator"
+	shown, err := helm(t, "show", "chart", ref, "--plain-http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(shown, `appVersion: v0.1.0`) {
+		t.Errorf("the pushed chart says:\n%s", shown)
+	}
+	out, err := helm(t, "install", "from-oci", ref, "--plain-http", "--namespace", "from-oci", "--create-namespace",
+		"--kubeconfig", writeKubeconfig(t), "--dry-run=server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kind: Deployment", "image: ghcr.io/aihub-dev/hive-operator:v0.1.0", "NOTES:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the install from %s lacks %q:\n%s", ref, want, out)
+		}
+	}
+}
+
 func TestHelmInstall(t *testing.T) {
 	testenv.Require(t, env)
 	kubeconfig := writeKubeconfig(t)
@@ -1084,7 +1125,7 @@ func TestHelmInstall(t *testing.T) {
 			if !ok {
 				t.Fatalf("helm printed no NOTES:\n%s", out)
 			}
-			for _, want := range []string{"rollout status deployment/", "kubectl apply --server-side -f charts/hive-operator/crds"} {
+			for _, want := range []string{"rollout status deployment/", "helm show crds", "kubectl apply --server-side --force-conflicts -f -", "config/samples?ref=v0.1.0"} {
 				if !strings.Contains(notes, want) {
 					t.Errorf("NOTES lack %q:\n%s", want, notes)
 				}
