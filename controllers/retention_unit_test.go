@@ -237,17 +237,8 @@ func TestASweepDeletesWhatIsDueAndPastTheCapAndSchedulesWhatIsDueSoon(t *testing
 	if err := r.sweep(context.Background(), q, "ns"); err != nil {
 		t.Fatal(err)
 	}
-	list := &swarmv1alpha1.TaskList{}
-	if err := c.List(context.Background(), list); err != nil {
-		t.Fatal(err)
-	}
-	var kept []string
-	for _, task := range list.Items {
-		kept = append(kept, task.Name)
-	}
-	slices.Sort(kept)
-	want := []string{"capped-0", "capped-3", "capped-4", "dependent", "due-later", "due-soon", "queued"}
-	if diff := cmp.Diff(want, kept); diff != "" {
+	want := []string{"ns/capped-0", "ns/capped-3", "ns/capped-4", "ns/dependent", "ns/due-later", "ns/due-soon", "ns/queued"}
+	if diff := cmp.Diff(want, taskKeys(t, c)); diff != "" {
 		t.Errorf("kept (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(map[string]time.Duration{"ns/due-soon": 30 * time.Second}, q.after); diff != "" {
@@ -261,6 +252,21 @@ func TestASweepDeletesWhatIsDueAndPastTheCapAndSchedulesWhatIsDueSoon(t *testing
 	if err := newUnitRetention(c).sweep(context.Background(), q, "ns"); err == nil || !strings.Contains(err.Error(), "listing finished tasks") {
 		t.Errorf("sweep = %v; want the list's error", err)
 	}
+}
+
+// taskKeys lists the tasks that remain, as sorted namespace/name keys.
+func taskKeys(t *testing.T, c client.Client) []string {
+	t.Helper()
+	list := &swarmv1alpha1.TaskList{}
+	if err := c.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, 0, len(list.Items))
+	for _, task := range list.Items {
+		keys = append(keys, task.Namespace+"/"+task.Name)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // recordingQueue records the requests added for later, and when.
@@ -294,17 +300,8 @@ func TestASweepOfEveryNamespaceTellsSameNamedHivesApart(t *testing.T) {
 	if err := newUnitRetention(c).sweep(context.Background(), &recordingQueue{TypedRateLimitingInterface: newQueue(t)}, metav1.NamespaceAll); err != nil {
 		t.Fatal(err)
 	}
-	list := &swarmv1alpha1.TaskList{}
-	if err := c.List(context.Background(), list); err != nil {
-		t.Fatal(err)
-	}
-	var kept []string
-	for _, task := range list.Items {
-		kept = append(kept, task.Namespace+"/"+task.Name)
-	}
-	slices.Sort(kept)
 	// a: past its minute, and capped at 1; b: kept for an hour, uncapped.
-	if diff := cmp.Diff([]string{"a/new", "b/new", "b/old-0", "b/old-1"}, kept); diff != "" {
+	if diff := cmp.Diff([]string{"a/new", "b/new", "b/old-0", "b/old-1"}, taskKeys(t, c)); diff != "" {
 		t.Errorf("kept (-want +got):\n%s", diff)
 	}
 }
