@@ -55,6 +55,7 @@ var images = []image{
 // options say what to build.
 type options struct {
 	version, out, push, source string
+	revision                   string // the commit built, when known
 	platforms                  []v1.Platform
 	created                    time.Time
 }
@@ -89,11 +90,11 @@ func (o *options) parse(platforms string) error {
 		}
 		o.platforms = append(o.platforms, *pl)
 	}
-	// The commit's time, so that the same sources give the same images.
+	// The commit and its time, so that the same sources give the same images.
 	o.created = time.Unix(0, 0).UTC()
-	if out, err := exec.Command("git", "log", "-1", "--format=%ct").Output(); err == nil {
+	if out, err := exec.Command("git", "log", "-1", "--format=%H %ct").Output(); err == nil {
 		var sec int64
-		if _, err := fmt.Sscan(strings.TrimSpace(string(out)), &sec); err == nil {
+		if _, err := fmt.Sscan(strings.TrimSpace(string(out)), &o.revision, &sec); err == nil {
 			o.created = time.Unix(sec, 0).UTC()
 		}
 	}
@@ -203,15 +204,15 @@ func platformImage(o options, img image, pl v1.Platform, bin string) (v1.Image, 
 	cf.Config.User = User
 	cf.Config.Entrypoint = []string{entry}
 	cf.Config.WorkingDir = "/"
-	cf.Config.Labels = Labels(o, img)
+	cf.Config.Labels = labels(o, img)
 	if i, err = mutate.ConfigFile(i, cf); err != nil {
 		return nil, fmt.Errorf("setting the config: %w", err)
 	}
 	return i, nil
 }
 
-// Labels are the org.opencontainers.image annotations of an image's config.
-func Labels(o options, img image) map[string]string {
+// labels are the org.opencontainers.image annotations of an image's config.
+func labels(o options, img image) map[string]string {
 	l := map[string]string{
 		"org.opencontainers.image.title":       img.name,
 		"org.opencontainers.image.description": img.description,
@@ -219,8 +220,8 @@ func Labels(o options, img image) map[string]string {
 		"org.opencontainers.image.source":      o.source,
 		"org.opencontainers.image.created":     o.created.Format(time.RFC3339),
 	}
-	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
-		l["org.opencontainers.image.revision"] = strings.TrimSpace(string(out))
+	if o.revision != "" {
+		l["org.opencontainers.image.revision"] = o.revision
 	}
 	return l
 }
