@@ -2,16 +2,26 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/aihub-dev/hive-operator/test/testenv"
 )
@@ -20,11 +30,12 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) { os.Exit(testenv.Run(m, &env)) }
 
-// get polls url until it answers 200 or the deadline passes. A manager that stops (done)
-// fails the test with its error rather than with a probe that never answers.
-func get(ctx context.Context, t *testing.T, url string, done <-chan error) string {
+// get polls url with hc until it answers want or the deadline passes, sending token as a
+// bearer token when there is one. A manager that stops (done) fails the test with its
+// error rather than with an endpoint that never answers.
+func get(ctx context.Context, t *testing.T, hc *http.Client, url, token string, want int, done <-chan error) string {
 	t.Helper()
-	var last error
+	var last string
 	for ctx.Err() == nil {
 		select {
 		case err := <-done:
@@ -32,30 +43,86 @@ func get(ctx context.Context, t *testing.T, url string, done <-chan error) strin
 		default:
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == want {
 				return string(body)
 			}
-			last = err
+			last = fmt.Sprintf("status %d: %.200s", resp.StatusCode, body)
 		} else {
-			last = err
+			last = err.Error()
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s never answered 200: %v", url, last)
+	t.Fatalf("%s never answered %d: %s", url, want, last)
 	return ""
+}
+
+// metricsCert writes a self-signed certificate for localhost into a new folder, as a
+// mounted kubernetes.io/tls Secret would hold it, and returns the folder and a pool that
+// trusts the certificate.
+func metricsCert(t *testing.T) (string, *x509.CertPool) {
+	t.Helper()
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.ParseIP("127.0.0.1")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(certPEM) {
+		t.Fatal("no certificate in the generated PEM")
+	}
+	return dir, pool
+}
+
+// scraperToken makes a service account that may get /metrics, as the chart's
+// metrics-reader role lets Prometheus, and returns a token of it.
+func scraperToken(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	cs := kubernetes.NewForConfigOrDie(env.Config)
+	const name = "metrics-scraper"
+	if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx,
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Rules:      []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: "default"}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
 }
 
 func TestManagerServesProbesAndMetrics(t *testing.T) {
 	testenv.Require(t, env)
 	probe, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	certDir, ca := metricsCert(t)
 	args := []string{
 		"--health-probe-bind-address=" + probe,
 		"--metrics-bind-address=" + metrics,
-		"--metrics-secure=false",
+		"--metrics-cert-dir=" + certDir,
 		"--leader-elect=false",
 		"--namespaces=default,kube-system",
 	}
@@ -69,9 +136,14 @@ func TestManagerServesProbesAndMetrics(t *testing.T) {
 	}()
 
 	wait := testenv.Context(t, 30*time.Second)
-	get(wait, t, "http://"+probe+"/healthz", done)
-	get(wait, t, "http://"+probe+"/readyz", done)
-	if body := get(wait, t, "http://"+metrics+"/metrics", done); !strings.Contains(body, "rest_client_requests_total") {
+	get(wait, t, http.DefaultClient, "http://"+probe+"/healthz", "", http.StatusOK, done)
+	get(wait, t, http.DefaultClient, "http://"+probe+"/readyz", "", http.StatusOK, done)
+	// The scraper verifies the certificate from --metrics-cert-dir (it would refuse the
+	// self-signed one the manager makes without it), and the manager asks the API server
+	// who the caller is and whether it may get /metrics.
+	verifying := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca, ServerName: "localhost", MinVersion: tls.VersionTLS12}}}
+	get(wait, t, verifying, "https://"+metrics+"/metrics", "", http.StatusUnauthorized, done)
+	if body := get(wait, t, verifying, "https://"+metrics+"/metrics", scraperToken(wait, t), http.StatusOK, done); !strings.Contains(body, "rest_client_requests_total") {
 		t.Errorf("metrics lack controller-runtime's client metrics:\n%.400s", body)
 	}
 
@@ -104,6 +176,10 @@ func TestParseFlags(t *testing.T) {
 		"unknown flag":   {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined"},
 		"stray argument": {args: []string{"run"}, wantErr: "every setting is a --flag"},
 		"zero qps":       {args: []string{"--kube-api-qps=0"}, wantErr: "must be positive"},
+		"metrics certificate missing": {
+			args:    []string{"--metrics-cert-dir=" + t.TempDir()},
+			wantErr: "mount a Secret with tls.crt and tls.key there",
+		},
 		"lease shorter than renew": {
 			args:    []string{"--leader-elect", "--leader-elect-lease-duration=5s", "--leader-elect-renew-deadline=10s"},
 			wantErr: "lease-duration > --leader-elect-renew-deadline",

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -31,6 +32,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -81,7 +83,24 @@ type release struct {
 	// metricsReaders: the service accounts bound to the metrics reader.
 	userRolesApart bool
 	metricsReaders []rbacv1.Subject
+
+	// metricsCertSecret: the Secret the metrics certificate is mounted from (empty for
+	// the manager's self-signed one); certManager: cert-manager issues it.
+	metricsCertSecret string
+	certManager       bool
+	// pdbMaxUnavailable: the PodDisruptionBudget's maxUnavailable ("" for none).
+	pdbMaxUnavailable string
+	// commonLabels and commonAnnotations every object must carry.
+	commonLabels, commonAnnotations map[string]string
+	// runbookBase: where the alerts' runbook_url point; extraRules: the names of the
+	// extra rules (alerts or records) the group must hold as well.
+	runbookBase string
+	extraRules  []string
 }
+
+// defaultRunbooks is where the alerts' runbooks are by default: docs/runbooks.md of the
+// chart's appVersion.
+const defaultRunbooks = "https://github.com/aihub-dev/hive-operator/blob/v0.1.0/docs/runbooks.md"
 
 var (
 	defaults = release{
@@ -93,13 +112,16 @@ var (
 			"--zap-log-level=info", "--zap-encoder=json",
 			"--kube-api-qps=300", "--kube-api-burst=600",
 		},
+		pdbMaxUnavailable: "1",
+		runbookBase:       defaultRunbooks,
 	}
 	// The monitoring objects with their default values, for the default thresholds.
 	monitoring = release{
 		name: "hive-operator", namespace: "hive-system",
-		args:     []string{"--set", "serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true"},
+		args: []string{"--set", "serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true," +
+			"metrics.tls.secretName=metrics-cert,podDisruptionBudget.enabled=false"},
 		replicas: 2, serviceAccount: "hive-operator", image: defaults.image, managerArgs: defaults.managerArgs,
-		monitoring: true,
+		monitoring: true, metricsCertSecret: "metrics-cert", runbookBase: defaultRunbooks,
 		thresholds: map[string]string{
 			"HiveTaskQueueWaitHigh":       "> 0.2",
 			"HiveTaskFailureRatioHigh":    "> 0.01",
@@ -135,6 +157,13 @@ var (
 		exemptUsers:     []string{"system:serviceaccount:team-a:results-exporter"},
 		userRolesApart:  true,
 		metricsReaders:  []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "prometheus-k8s", Namespace: "monitoring"}},
+
+		metricsCertSecret: "swarm-operator-metrics-cert", certManager: true,
+		pdbMaxUnavailable: "2",
+		commonLabels:      map[string]string{"example.com/owner": "platform"},
+		commonAnnotations: map[string]string{"example.com/contact": "platform@example.com"},
+		runbookBase:       "https://wiki.example.com/runbooks/hive",
+		extraRules:        []string{"HiveAgentsStarting", "hive:task_outcomes:rate5m"},
 	}
 	releases = map[string]release{"default": defaults, "monitoring": monitoring, "all-options": allOptions}
 )
@@ -338,6 +367,7 @@ func TestRender(t *testing.T) {
 			checkNamespaces(t, r, objs)
 			checkMonitoring(t, r, objs)
 			checkUserRoles(t, r, objs)
+			checkOperability(t, r, objs)
 		})
 	}
 }
@@ -785,8 +815,23 @@ func checkMonitoring(t *testing.T, r release, objs []*unstructured.Unstructured)
 	alerts := map[string]monitoringv1.Rule{}
 	for _, g := range rule.Spec.Groups {
 		for _, rl := range g.Rules {
+			name := rl.Alert + rl.Record
+			if slices.Contains(r.extraRules, name) {
+				continue
+			}
 			alerts[rl.Alert] = rl
+			if want := r.runbookBase + "#" + strings.ToLower(rl.Alert); rl.Annotations["runbook_url"] != want {
+				t.Errorf("alert %s: runbook_url %q, want %q", rl.Alert, rl.Annotations["runbook_url"], want)
+			}
 		}
+	}
+	for _, name := range r.extraRules {
+		if !slices.ContainsFunc(rule.Spec.Groups[0].Rules, func(rl monitoringv1.Rule) bool { return rl.Alert+rl.Record == name }) {
+			t.Errorf("the extra rule %s is not in the group", name)
+		}
+	}
+	if r.runbookBase == defaultRunbooks {
+		checkRunbooks(t, keys(alerts))
 	}
 	for alert, threshold := range r.thresholds {
 		rl, ok := alerts[alert]
@@ -827,6 +872,121 @@ func checkMonitoring(t *testing.T, r release, objs []*unstructured.Unstructured)
 		t.Fatalf("want one dashboard ConfigMap, got %d", len(dashboards))
 	}
 	checkDashboard(t, decode[corev1.ConfigMap](t, dashboards[0]))
+}
+
+// metricsCertDir is where the chart mounts the metrics certificate's Secret.
+const metricsCertDir = "/etc/hive-operator/metrics-tls"
+
+// checkOperability checks what an operator of the chart sets around the manager: labels and
+// annotations on every object, the PodDisruptionBudget, the metrics certificate (mounted,
+// issued by cert-manager, verified by the ServiceMonitor), env and extra volumes.
+func checkOperability(t *testing.T, r release, objs []*unstructured.Unstructured) {
+	t.Helper()
+	d := one[appsv1.Deployment](t, objs, "Deployment")
+	for _, o := range objs {
+		for k, v := range r.commonLabels {
+			if o.GetLabels()[k] != v {
+				t.Errorf("%s %s: label %s=%q, want the common %q", o.GetKind(), o.GetName(), k, o.GetLabels()[k], v)
+			}
+		}
+		for k, v := range r.commonAnnotations {
+			if o.GetAnnotations()[k] != v {
+				t.Errorf("%s %s: annotation %s=%q, want the common %q", o.GetKind(), o.GetName(), k, o.GetAnnotations()[k], v)
+			}
+		}
+	}
+	for k, v := range r.commonLabels {
+		if d.Spec.Template.Labels[k] != v || d.Spec.Selector.MatchLabels[k] != "" {
+			t.Errorf("common label %s: on the pods %q (want %q), in the selector %q (want none: it is immutable)",
+				k, d.Spec.Template.Labels[k], v, d.Spec.Selector.MatchLabels[k])
+		}
+	}
+
+	pdbs := find(objs, "PodDisruptionBudget")
+	switch {
+	case r.pdbMaxUnavailable == "" && len(pdbs) > 0:
+		t.Errorf("a PodDisruptionBudget is rendered while disabled")
+	case r.pdbMaxUnavailable != "":
+		pdb := one[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget")
+		if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.String() != r.pdbMaxUnavailable || pdb.Spec.MinAvailable != nil {
+			t.Errorf("PodDisruptionBudget maxUnavailable %v, minAvailable %v; want maxUnavailable %s only",
+				pdb.Spec.MaxUnavailable, pdb.Spec.MinAvailable, r.pdbMaxUnavailable)
+		}
+		if pdb.Spec.Selector == nil || !maps.Equal(pdb.Spec.Selector.MatchLabels, d.Spec.Selector.MatchLabels) {
+			t.Errorf("PodDisruptionBudget selects %v, want the manager's pods %v", pdb.Spec.Selector, d.Spec.Selector.MatchLabels)
+		}
+	}
+
+	c := d.Spec.Template.Spec.Containers[0]
+	mounted := slices.ContainsFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.Secret != nil && v.Secret.SecretName == r.metricsCertSecret &&
+			slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == v.Name && m.MountPath == metricsCertDir && m.ReadOnly
+			})
+	})
+	switch arg := argValue(c.Args, "--metrics-cert-dir"); {
+	case r.metricsCertSecret == "" && arg != "":
+		t.Errorf("--metrics-cert-dir=%s without a metrics certificate", arg)
+	case r.metricsCertSecret != "" && (arg != metricsCertDir || !mounted):
+		t.Errorf("--metrics-cert-dir=%q, Secret %s mounted there read-only: %v; want both", arg, r.metricsCertSecret, mounted)
+	}
+	svc := one[corev1.Service](t, objs, "Service")
+	svcName := svc.Name + "." + r.namespace + ".svc"
+	certs := find(objs, "Certificate")
+	if !r.certManager {
+		if len(certs)+len(find(objs, "Issuer")) > 0 {
+			t.Errorf("cert-manager objects rendered while off")
+		}
+	} else {
+		if len(certs) != 1 {
+			t.Fatalf("want one Certificate, got %d", len(certs))
+		}
+		spec, _, _ := unstructured.NestedMap(certs[0].Object, "spec")
+		dnsNames, _, _ := unstructured.NestedStringSlice(spec, "dnsNames")
+		issuer, _, _ := unstructured.NestedString(spec, "issuerRef", "name")
+		if spec["secretName"] != r.metricsCertSecret || !slices.Contains(dnsNames, svcName) || issuer == "" {
+			t.Errorf("Certificate spec %v: want secretName %s, the DNS name %s and an issuer", spec, r.metricsCertSecret, svcName)
+		}
+	}
+	if r.monitoring {
+		tc := checkServiceMonitor(t, objs).Spec.Endpoints[0].TLSConfig
+		verifies := tc != nil && tc.InsecureSkipVerify != nil && !*tc.InsecureSkipVerify
+		if r.metricsCertSecret != "" && (!verifies || tc.CA.Secret == nil || tc.CA.Secret.Name != r.metricsCertSecret ||
+			tc.CA.Secret.Key != "ca.crt" || tc.ServerName == nil || *tc.ServerName != svcName) {
+			t.Errorf("ServiceMonitor tlsConfig %+v: want it to verify the certificate against ca.crt of %s for %s", tc, r.metricsCertSecret, svcName)
+		}
+	}
+
+	if r.name == allOptions.name {
+		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }) ||
+			!slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "ca-bundle" }) ||
+			!slices.ContainsFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "ca-bundle" }) {
+			t.Errorf("env %v, volumes and mounts %v %v: want GOMEMLIMIT and ca-bundle from the values",
+				c.Env, d.Spec.Template.Spec.Volumes, c.VolumeMounts)
+		}
+		if sc := d.Spec.Template.Spec.SecurityContext; sc.RunAsUser == nil || *sc.RunAsUser != 65532 {
+			t.Errorf("pod securityContext %+v: want podSecurityContext from the values (runAsUser 65532)", sc)
+		}
+		ep := checkServiceMonitor(t, objs).Spec.Endpoints[0]
+		if len(ep.RelabelConfigs) != 1 || len(ep.MetricRelabelConfigs) != 1 {
+			t.Errorf("ServiceMonitor relabelings %v, metricRelabelings %v: want one each from the values", ep.RelabelConfigs, ep.MetricRelabelConfigs)
+		}
+	}
+}
+
+// checkRunbooks checks that docs/runbooks.md has a section for each alert, where the
+// alert's runbook_url points (GitHub's anchor of a heading is its text in lower case).
+func checkRunbooks(t *testing.T, alerts []string) {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join(moduleRoot(t), "docs", "runbooks.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range alerts {
+		if !slices.Contains(strings.Split(string(doc), "\n"), "## "+a) {
+			t.Errorf("docs/runbooks.md has no section \"## %s\", where the alert's runbook_url points", a)
+		}
+	}
 }
 
 func keys[V any](m map[string]V) []string {
@@ -874,6 +1034,9 @@ func checkPrometheusRule(t *testing.T, objs []*unstructured.Unstructured) *monit
 	}
 	for _, g := range rule.Spec.Groups {
 		for _, rl := range g.Rules {
+			if rl.Record != "" {
+				continue
+			}
 			if rl.Alert == "" || rl.Expr.String() == "" || rl.For == nil || *rl.For == "" ||
 				rl.Labels["severity"] == "" || rl.Annotations["summary"] == "" || rl.Annotations["description"] == "" {
 				t.Errorf("alert %q lacks an expr, for, severity label, summary or description: %+v", rl.Alert, rl)
@@ -946,6 +1109,10 @@ func TestSchemaRejects(t *testing.T) {
 		{"dashboard.colour=blue", "colour"},
 		{"topologySpreadConstraints[0].whenUnsatisfiable=Maybe", "/topologySpreadConstraints/0/whenUnsatisfiable"},
 		{"admissionPolicy.exemptUsers[0]=", "/admissionPolicy/exemptUsers/0"},
+		{"podDisruptionBudget.maxUnavailable=0", "/podDisruptionBudget/maxUnavailable"},
+		{"metrics.tls.certManager.issuerRef.kind=Vault", "/metrics/tls/certManager/issuerRef/kind"},
+		{"extraVolumeMounts[0].name=x,extraVolumeMounts[0].mountPath=relative", "/extraVolumeMounts/0/mountPath"},
+		{"prometheusRule.runbookBaseURL=wiki", "/prometheusRule/runbookBaseURL"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			_, err := helm(t, "template", "hive-operator", chartPath, "--kube-version", kubeVersion, "--set", tc.set)
@@ -1017,6 +1184,10 @@ func TestDryRun(t *testing.T) {
 // server does not have; they are decoded strictly into its Go types instead.
 var prometheusOperatorKinds = map[string]bool{"ServiceMonitor": true, "PrometheusRule": true}
 
+// certManagerKinds are served by cert-manager's CRDs, which the test API server does not
+// have either; checkOperability checks what the chart sets in them.
+var certManagerKinds = map[string]bool{"Certificate": true, "Issuer": true}
+
 func dryRun(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
 	ctx := testenv.Context(t, 2*time.Minute)
@@ -1038,6 +1209,12 @@ func dryRun(t *testing.T, objs []*unstructured.Unstructured) {
 				checkServiceMonitor(t, objs)
 			case "PrometheusRule":
 				checkPrometheusRule(t, objs)
+			}
+			continue
+		}
+		if certManagerKinds[o.GetKind()] {
+			if o.GetAPIVersion() != "cert-manager.io/v1" {
+				t.Errorf("%s %s is %s, want cert-manager.io/v1", o.GetKind(), o.GetName(), o.GetAPIVersion())
 			}
 			continue
 		}

@@ -32,7 +32,7 @@ Chart name and version, for the helm.sh/chart label.
 {{- end }}
 
 {{/*
-Labels of every object of the release.
+Labels of every object of the release, commonLabels among them.
 */}}
 {{- define "hive-operator.labels" -}}
 helm.sh/chart: {{ include "hive-operator.chart" . }}
@@ -41,6 +41,9 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/part-of: hive-operator
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -95,4 +98,29 @@ every other controller Prometheus scrapes.
 */}}
 {{- define "hive-operator.metricsSelector" -}}
 job="{{ include "hive-operator.metricsServiceName" . }}", namespace="{{ .Release.Namespace }}"
+{{- end }}
+
+{{/*
+The annotations of an object's metadata, as a line "  annotations:" and its entries, for
+an object at the top of a document: commonAnnotations, and the object's own (extra),
+which win over the common ones. Nothing at all when both are empty.
+*/}}
+{{- define "hive-operator.annotations" -}}
+{{- $all := merge (deepCopy (default (dict) .extra)) (default (dict) .ctx.Values.commonAnnotations) }}
+{{- with $all }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the metrics endpoint's certificate: metrics.tls.secretName, or the one
+cert-manager issues; empty when the manager serves a self-signed certificate.
+*/}}
+{{- define "hive-operator.metricsCertSecret" -}}
+{{- if .Values.metrics.tls.secretName }}
+{{- .Values.metrics.tls.secretName }}
+{{- else if .Values.metrics.tls.certManager.enabled }}
+{{- printf "%s-metrics-cert" (include "hive-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
