@@ -72,7 +72,7 @@ lint-fix: ## Run golangci-lint and apply its fixes.
 	$(GOLANGCI_LINT) run --build-tags e2e,chaos --fix ./...
 
 .PHONY: verify
-verify: manifests generate ## Regenerate everything and fail if the committed files differ.
+verify: manifests generate chart-docs ## Regenerate everything and fail if the committed files differ.
 	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then \
 		echo "generated files are out of date; run 'make manifests generate' and commit:"; \
 		git status --porcelain -- api config charts; git --no-pager diff --stat -- api config charts; \
@@ -156,8 +156,9 @@ demo-down: ## Stop the demo and delete its cluster.
 	hack/demo.sh down
 
 .PHONY: test-e2e
-test-e2e: ## Run the end-to-end suite on a local simulated cluster: Helm install, tasks, scale, rollout, delete, uninstall.
-	export E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
+test-e2e: chart-package ## Run the end-to-end suite on a local simulated cluster: the packaged chart installed from an OCI registry and upgraded with a changed CRD, tasks, user roles, scale, rollout, delete, uninstall.
+	export E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)" \
+		E2E_CHART="$(CURDIR)/dist/charts/hive-operator-$$(sed -n 's/^version: //p' $(CHART_DIR)/Chart.yaml).tgz"; \
 	go test -tags e2e -count=1 -timeout 30m -v ./test/e2e/ ./test/kwok/
 
 CHAOS_FLAGS ?=
@@ -195,6 +196,12 @@ CHART_DIR := charts/hive-operator
 helm-lint: ## Lint the Helm chart with its default values and with every option set.
 	$(HELM) lint --strict --kube-version $(HELM_KUBE_VERSION) $(CHART_DIR)
 	$(HELM) lint --strict --kube-version $(HELM_KUBE_VERSION) $(CHART_DIR) -f test/chart/testdata/all-options.yaml
+
+HELM_DOCS ?= go tool -modfile=hack/tools/helm/go.mod helm-docs
+
+.PHONY: chart-docs
+chart-docs: ## Generate the chart's README (its values table) from the comments of values.yaml.
+	$(HELM_DOCS) --chart-search-root charts --sort-values-order file --skip-version-footer --log-level warning
 
 .PHONY: helm-template
 helm-template: ## Render the Helm chart with its default values into the release namespace hive-system.

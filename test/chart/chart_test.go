@@ -355,6 +355,29 @@ func TestLint(t *testing.T) {
 	}
 }
 
+// TestValuesDocumented checks the chart README's values table, generated from the comments
+// of values.yaml (make chart-docs, checked by make verify), describes every value.
+func TestValuesDocumented(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(moduleRoot(t), chartPath, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for line := range strings.Lines(string(readme)) {
+		cells := strings.Split(strings.TrimSpace(line), " | ")
+		if len(cells) != 4 || !strings.HasPrefix(cells[0], "| ") || cells[0] == "| Key" {
+			continue
+		}
+		rows++
+		if desc := strings.TrimSuffix(strings.TrimSpace(cells[3]), "|"); strings.TrimSpace(desc) == "" {
+			t.Errorf("value %s has no description: give it a \"# --\" comment in values.yaml and run make chart-docs", strings.TrimPrefix(cells[0], "| "))
+		}
+	}
+	if rows < 50 {
+		t.Errorf("the README's values table has %d rows; is it generated (make chart-docs)?", rows)
+	}
+}
+
 func TestRender(t *testing.T) {
 	for _, name := range []string{"default", "monitoring", "all-options"} {
 		r := releases[name]

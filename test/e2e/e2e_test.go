@@ -2,9 +2,11 @@
 
 // Package e2e runs the operator on a local simulated cluster (kwokctl's binary runtime: a
 // real etcd, API server, scheduler and controller manager, with kwok simulating nodes), so
-// that scheduling, garbage collection and the disruption controller are real. The chart is
-// installed with Helm; the operator runs in this process as the chart's service account, so
-// the chart's RBAC is what it gets; agents are real SDK agents, one per Running pod.
+// that scheduling, garbage collection and the disruption controller are real. The packaged
+// chart (make chart-package) is installed with Helm by reference from an OCI registry, and
+// upgraded to a next release whose CRD changed; the operator runs in this process as the
+// chart's service account, so the chart's RBAC is what it gets; agents are real SDK agents,
+// one per Running pod.
 //
 // Run it with `make test-e2e`, which provides the binaries.
 package e2e
@@ -27,6 +29,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -100,7 +103,8 @@ func runSuite(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
-// helm runs the project's pinned Helm against the cluster.
+// helm runs the project's pinned Helm against the cluster and returns what it printed on
+// stdout (it reports pulls and pushes on stderr).
 func helm(t *testing.T, args ...string) string {
 	t.Helper()
 	root, err := testenv.ModuleRoot()
@@ -110,11 +114,16 @@ func helm(t *testing.T, args ...string) string {
 	full := append([]string{"tool", "-modfile=" + filepath.Join(root, "hack", "tools", "helm", "go.mod"), "helm", "--kubeconfig", c.Kubeconfig()}, args...)
 	cmd := exec.Command("go", full...)
 	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	// Keep helm away from the user's registries, repositories and cache.
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"), "HELM_DATA_HOME="+filepath.Join(home, "data"))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
-	return string(out)
+	return stdout.String()
 }
 
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
@@ -276,12 +285,66 @@ func checkUserRoles(t *testing.T, hive string) {
 	}
 }
 
+// checkUpgrade upgrades the release to the repository's second chart the way the chart's
+// README says (its CRDs applied server-side first, then helm upgrade), and checks that the
+// new field is served, that the hive and the tasks from before are intact, and that the
+// hive still answers tasks.
+func checkUpgrade(t *testing.T, repo *chartRepo, before []string) {
+	t.Helper()
+	ctx := t.Context()
+	hive := &swarmv1alpha1.Hive{}
+	if err := c.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "e2e"}, hive); err != nil {
+		t.Fatal(err)
+	}
+
+	applyCRDs(t, helm(t, "show", "crds", repo.ref, "--version", repo.second, "--plain-http"))
+	helm(t, "upgrade", "hive-operator", repo.ref, "--version", repo.second, "--plain-http",
+		"--namespace", releaseNamespace, "--set", "serviceAccount.name="+operatorAccount)
+
+	deployment := &appsv1.Deployment{}
+	if err := c.client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: "hive-operator"}, deployment); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := deployment.Labels["helm.sh/chart"], "hive-operator-"+repo.second; got != want {
+		t.Errorf("after the upgrade the manager's Deployment is of chart %q, want %q", got, want)
+	}
+	// Strict field validation refuses a field the schema lacks, rather than dropping it.
+	noted := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": swarmv1alpha1.GroupVersion.String(), "kind": "Task",
+		"metadata": map[string]any{"namespace": ns, "name": "noted"},
+		"spec":     map[string]any{"hive": "e2e", "input": "noted", noteField: "kept"},
+	}}
+	eventually(t, 30*time.Second, func() error {
+		return client.IgnoreAlreadyExists(c.client.Create(ctx, noted.DeepCopy(), client.FieldValidation("Strict")))
+	})
+	got := &unstructured.Unstructured{}
+	got.SetGroupVersionKind(noted.GroupVersionKind())
+	if err := c.client.Get(ctx, client.ObjectKeyFromObject(noted), got); err != nil {
+		t.Fatal(err)
+	}
+	if note, _, _ := unstructured.NestedString(got.Object, "spec", noteField); note != "kept" {
+		t.Errorf("spec.%s of a new task is %q after the CRD upgrade, want \"kept\"", noteField, note)
+	}
+
+	after := &swarmv1alpha1.Hive{}
+	if err := c.client.Get(ctx, client.ObjectKeyFromObject(hive), after); err != nil {
+		t.Fatal(err)
+	}
+	if after.UID != hive.UID || after.Status.ReadyReplicas != hive.Status.ReadyReplicas {
+		t.Errorf("the hive changed in the upgrade: uid %s -> %s, ready %d -> %d", hive.UID, after.UID,
+			hive.Status.ReadyReplicas, after.Status.ReadyReplicas)
+	}
+	waitSucceeded(t, before)
+	waitSucceeded(t, append(submit(t, "upgraded", 10), "noted"))
+}
+
 func TestInstallRunScaleRollOutDeleteUninstall(t *testing.T) {
 	ctx := context.Background()
 
-	t.Log("installing the chart with Helm")
-	helm(t, "install", "hive-operator", "charts/hive-operator", "--namespace", releaseNamespace, "--create-namespace",
-		"--set", "serviceAccount.name="+operatorAccount)
+	t.Log("installing the packaged chart with Helm, by reference from an OCI registry")
+	repo := newChartRepo(t)
+	helm(t, "install", "hive-operator", repo.ref, "--version", repo.first, "--plain-http",
+		"--namespace", releaseNamespace, "--create-namespace", "--set", "serviceAccount.name="+operatorAccount)
 	stopOperator := startOperator(t)
 
 	// kwok makes the pods ready and removes deleted ones; the kubelet runs their agents.
@@ -300,7 +363,11 @@ func TestInstallRunScaleRollOutDeleteUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAgents(t, "e2e", 2)
-	waitSucceeded(t, submit(t, "first", 20))
+	first := submit(t, "first", 20)
+	waitSucceeded(t, first)
+
+	t.Log("upgrading to a chart whose Task CRD has a new field: CRDs first, as the README says")
+	checkUpgrade(t, repo, first)
 
 	t.Log("a namespace's editor submits a task and reads its result; its viewer reads but cannot submit")
 	checkUserRoles(t, "e2e")
