@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,7 +15,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +26,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
@@ -189,6 +193,21 @@ func status(phase swarmv1alpha1.TaskPhase, agent string) func(*swarmv1alpha1.Tas
 	}
 }
 
+// label sets a label on obj, as a person would with kubectl label.
+func label(ctx context.Context, t *testing.T, obj client.Object, key, value string) {
+	t.Helper()
+	orig := obj.DeepCopyObject().(client.Object)
+	labels := obj.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[key] = value
+	obj.SetLabels(labels)
+	if err := env.Client.Patch(ctx, obj, client.MergeFrom(orig)); err != nil {
+		t.Fatalf("labelling %s: %v", obj.GetName(), err)
+	}
+}
+
 func wantCode(t *testing.T, r result, code int) {
 	t.Helper()
 	if r.code != code {
@@ -281,26 +300,106 @@ func TestStatus(t *testing.T) {
 			"hive/echo: Unavailable (AgentsUnavailable): 2 of 3 agents")
 	})
 
-	t.Run("json", func(t *testing.T) {
+	t.Run("json prints the hive", func(t *testing.T) {
 		r := kubectlHive(ctx, t, ns, "", "status", "echo", "-o", "json")
 		wantCode(t, r, 0)
-		var s HiveSummary
-		if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
-			t.Fatalf("output is not a summary: %v\n%s", err, r.stdout)
+		var h swarmv1alpha1.Hive
+		if err := json.Unmarshal([]byte(r.stdout), &h); err != nil {
+			t.Fatalf("output is not a hive: %v\n%s", err, r.stdout)
 		}
-		if s.Name != "echo" || s.Agents != (AgentCounts{Starting: 1, Idle: 1, Busy: 1, Draining: 1}) ||
-			s.Queue != (QueueCounts{Pending: 2, Blocked: 1, Running: 1}) || len(s.Problems) != 2 || len(s.Pods) != 4 {
-			t.Errorf("summary = %+v", s)
+		if h.Kind != "Hive" || h.APIVersion != "swarm.aihub.dev/v1alpha1" || h.Name != "echo" ||
+			h.Status.UpdateRevision != "rev2" || h.ManagedFields != nil {
+			t.Errorf("hive = %+v", h)
 		}
 	})
 
 	t.Run("yaml of all", func(t *testing.T) {
 		r := kubectlHive(ctx, t, ns, "", "status", "-o", "yaml")
 		wantCode(t, r, 0)
-		var got struct{ Items []HiveSummary }
-		if err := yaml.Unmarshal([]byte(r.stdout), &got); err != nil || len(got.Items) != 2 {
-			t.Fatalf("output is not a list of two summaries (%v):\n%s", err, r.stdout)
+		var got struct {
+			Kind  string
+			Items []swarmv1alpha1.Hive
 		}
+		if err := yaml.Unmarshal([]byte(r.stdout), &got); err != nil || got.Kind != "List" || len(got.Items) != 2 ||
+			got.Items[0].Name != "calm" || got.Items[1].Kind != "Hive" {
+			t.Fatalf("output is not a list of the two hives (%v):\n%s", err, r.stdout)
+		}
+	})
+
+	t.Run("name", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "status", "-o", "name")
+		wantCode(t, r, 0)
+		if r.stdout != "hive.swarm.aihub.dev/calm\nhive.swarm.aihub.dev/echo\n" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("jsonpath", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "status", "echo", "-o", "jsonpath={.spec.agent.capabilities[0]}/{.status.currentRevision}")
+		wantCode(t, r, 0)
+		if r.stdout != "echo/rev1" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("wide", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "status", "-o", "wide")
+		wantCode(t, r, 0)
+		lines := strings.Split(r.stdout, "\n")
+		if !regexp.MustCompile(`^NAME\s+READY\s+STARTING\s+IDLE\s+BUSY\s+DRAINING\s+STOPPING\s+PENDING\s.*\sPROBLEMS\s+CAPABILITIES$`).MatchString(lines[0]) ||
+			!regexp.MustCompile(`^calm\s+1/1\s+0\s+1\s+0\s+0\s+0\s+0\s.*\s-\s+-$`).MatchString(lines[1]) ||
+			!regexp.MustCompile(`^echo\s.*\sDegraded,Unavailable\s+echo$`).MatchString(lines[2]) {
+			t.Errorf("wide table is not as expected:\n%s", r.stdout)
+		}
+		r = kubectlHive(ctx, t, ns, "", "status", "echo", "-o", "wide")
+		wantCode(t, r, 0)
+		if !regexp.MustCompile(`(?m)^AGENT\s+STATE\s+TASKS\s+READY\s+REVISION\s+AGE\s+IP\s+NODE\n` +
+			`echo-busy\s+busy\s+1\s+true\s+rev1\s+\S+\s+<none>\s+<none>\n`).MatchString(r.stdout) {
+			t.Errorf("wide agents table is not as expected:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("no headers", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "status", "--no-headers")
+		wantCode(t, r, 0)
+		if !strings.HasPrefix(r.stdout, "calm ") {
+			t.Errorf("stdout = %q, want the rows without a header", r.stdout)
+		}
+	})
+
+	t.Run("selector", func(t *testing.T) {
+		// Labels are unique to the test's namespace: -A below sees every test's hives.
+		label(ctx, t, calm, "team", ns)
+		r := kubectlHive(ctx, t, ns, "", "status", "-l", "team="+ns)
+		wantCode(t, r, 0)
+		if !regexp.MustCompile(`^NAME\s.*\ncalm\s[^\n]*\n$`).MatchString(r.stdout) {
+			t.Errorf("stdout = %q, want calm alone", r.stdout)
+		}
+		r = kubectlHive(ctx, t, ns, "", "status", "-l", "team=nobody")
+		if r.code != 0 || r.stderr != "No hives found in namespace "+ns+".\n" {
+			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+		}
+		r = kubectlHive(ctx, t, ns, "", "status", "-l", "team=")
+		wantCode(t, r, 0)
+		r = kubectlHive(ctx, t, ns, "", "status", "-l", "!!")
+		wantCode(t, r, 1)
+		wantContains(t, "stderr", r.stderr, `invalid label selector "!!"`)
+	})
+
+	t.Run("all namespaces", func(t *testing.T) {
+		other := namespace(ctx, t)
+		label(ctx, t, createHive(ctx, t, other, "calm"), "team", ns)
+		r := kubectlHive(ctx, t, ns, "", "status", "-A", "-l", "team="+ns)
+		wantCode(t, r, 0)
+		first, second := min(ns, other), max(ns, other)
+		want := regexp.MustCompile(`^NAMESPACE\s+NAME\s+READY\s.*\n` + first + `\s+calm\s[^\n]*\n` + second + `\s+calm\s[^\n]*\n\n` +
+			`hive/calm in namespace ` + other + `: Stale \(NotObserved\)`)
+		if !want.MatchString(r.stdout) {
+			t.Errorf("stdout is not both namespaces' calm:\n%s", r.stdout)
+		}
+		r = kubectlHive(ctx, t, ns, "", "status", "-A", "calm")
+		wantCode(t, r, 1)
+		wantContains(t, "stderr", r.stderr, "a hive name needs a namespace, but -A covers all of them")
 	})
 
 	t.Run("hive without agents", func(t *testing.T) {
@@ -331,9 +430,9 @@ func TestStatus(t *testing.T) {
 	})
 
 	t.Run("bad output format", func(t *testing.T) {
-		r := kubectlHive(ctx, t, ns, "", "status", "-o", "wide")
+		r := kubectlHive(ctx, t, ns, "", "status", "-o", "xml")
 		wantCode(t, r, 1)
-		wantContains(t, "stderr", r.stderr, `unsupported output format "wide"`)
+		wantContains(t, "stderr", r.stderr, `unsupported output format "xml": use one of wide, json, yaml`)
 	})
 }
 
@@ -348,7 +447,7 @@ func TestQueue(t *testing.T) {
 	// Creation times have a resolution of one second: tasks of one priority created within
 	// the same second are ordered by name, so the names follow the creation order.
 	createTask(ctx, t, ns, "a-first", "echo")
-	createTask(ctx, t, ns, "b-second", "echo")
+	createTask(ctx, t, ns, "b-second", "echo", func(t *swarmv1alpha1.Task) { t.Labels = map[string]string{"submitted-by": ns} })
 	createTask(ctx, t, ns, "z-urgent", "echo", func(t *swarmv1alpha1.Task) { t.Spec.Priority = 100 })
 	createTask(ctx, t, ns, "c-backoff", "echo", func(t *swarmv1alpha1.Task) {
 		t.Status.Phase, t.Status.Attempt = swarmv1alpha1.TaskPending, 1
@@ -378,18 +477,67 @@ func TestQueue(t *testing.T) {
 		}
 	})
 
-	t.Run("json", func(t *testing.T) {
+	t.Run("json prints the tasks in dispatch order", func(t *testing.T) {
 		r := kubectlHive(ctx, t, ns, "", "queue", "echo", "-o", "json")
 		wantCode(t, r, 0)
-		var got queueOutput
+		var got struct {
+			Kind  string
+			Items []swarmv1alpha1.Task
+		}
 		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
-			t.Fatalf("output is not a queue: %v\n%s", err, r.stdout)
+			t.Fatalf("output is not a list: %v\n%s", err, r.stdout)
 		}
-		if got.Hive != "echo" || got.Namespace != ns || len(got.Items) != 6 ||
-			got.Items[0].Position != 1 || got.Items[0].Name != "z-urgent" || !got.Items[0].Dispatchable ||
-			got.Items[5].Position != 0 || got.Items[5].Dispatchable || got.Items[5].Note == "" || got.Items[0].WaitingText == "" {
-			t.Errorf("queue = %+v", got)
+		var names []string
+		for _, tk := range got.Items {
+			names = append(names, tk.Name)
 		}
+		if diff := cmp.Diff([]string{"z-urgent", "a-first", "b-second", "c-backoff", "d-gpu", "e-after-dep"}, names); diff != "" || got.Kind != "List" ||
+			got.Items[0].Kind != "Task" || got.Items[0].Spec.Priority != 100 {
+			t.Errorf("queue (-want +got names):\n%s\n%s", diff, r.stdout)
+		}
+	})
+
+	t.Run("name", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "queue", "echo", "-o", "name")
+		wantCode(t, r, 0)
+		if !strings.HasPrefix(r.stdout, "task.swarm.aihub.dev/z-urgent\ntask.swarm.aihub.dev/a-first\n") || strings.Count(r.stdout, "\n") != 6 {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("wide", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "queue", "echo", "-o", "wide")
+		wantCode(t, r, 0)
+		wantContains(t, "stdout", r.stdout, "NOTE")
+		if !regexp.MustCompile(`(?m)^POSITION\s+NAME\s+PRIORITY\s+WAITING\s+NOTE\s+ATTEMPTS\s+REQUIRES$`).MatchString(r.stdout) ||
+			!regexp.MustCompile(`(?m)^-\s+c-backoff\s+0\s+\S+\s+backoff until .*\)\s+1\s+-$`).MatchString(r.stdout) ||
+			!regexp.MustCompile(`(?m)^-\s+d-gpu\s+0\s+\S+\s+needs capabilities the hive lacks: gpu\s+0\s+gpu$`).MatchString(r.stdout) {
+			t.Errorf("wide queue is not as expected:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("selector keeps positions", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "queue", "echo", "-l", "submitted-by="+ns)
+		wantCode(t, r, 0)
+		if !regexp.MustCompile(`^POSITION\s.*\n3\s+b-second\s+0\s+\S+\s*\n$`).MatchString(r.stdout) {
+			t.Errorf("stdout = %q, want b-second alone, third", r.stdout)
+		}
+	})
+
+	t.Run("every hive", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "queue")
+		wantCode(t, r, 0)
+		if !regexp.MustCompile(`^HIVE\s+POSITION\s+NAME\s+PRIORITY\s+WAITING\s+NOTE\n` +
+			`(echo\s+.*\n){6}other\s+1\s+elsewhere\s+0\s+\S+\s*\n$`).MatchString(r.stdout) {
+			t.Errorf("queues are not as expected:\n%s", r.stdout)
+		}
+		r = kubectlHive(ctx, t, ns, "", "queue", "-A", "-l", "submitted-by="+ns)
+		wantCode(t, r, 0)
+		if !regexp.MustCompile(`^NAMESPACE\s+HIVE\s+POSITION\s.*\n` + ns + `\s+echo\s+3\s+b-second\s`).MatchString(r.stdout) {
+			t.Errorf("queues of all namespaces are not as expected:\n%s", r.stdout)
+		}
+		r = kubectlHive(ctx, t, ns, "", "queue", "-A", "echo")
+		wantCode(t, r, 1)
 	})
 
 	t.Run("empty", func(t *testing.T) {
@@ -406,10 +554,10 @@ func TestQueue(t *testing.T) {
 		wantContains(t, "stderr", r.stderr, `hive "nope" not found in namespace "`+ns+`"`)
 	})
 
-	t.Run("needs a hive", func(t *testing.T) {
-		r := kubectlHive(ctx, t, ns, "", "queue")
+	t.Run("at most one hive", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "queue", "echo", "other")
 		wantCode(t, r, 1)
-		wantContains(t, "stderr", r.stderr, "accepts 1 arg(s), received 0")
+		wantContains(t, "stderr", r.stderr, "accepts at most 1 arg(s), received 2")
 	})
 
 	t.Run("nothing written", func(t *testing.T) {
@@ -498,6 +646,36 @@ func TestResults(t *testing.T) {
 		wantContains(t, "stdout", r.stdout, "kind: List", "name: third", "result: |-\n")
 	})
 
+	t.Run("go-template", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "results", "echo", "-o", "go-template={{range .items}}{{.metadata.name}}={{.status.phase}} {{end}}")
+		wantCode(t, r, 0)
+		if r.stdout != "first=Failed second=Cancelled third=Succeeded " {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("wide", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "results", "echo", "-o", "wide")
+		wantCode(t, r, 0)
+		if !regexp.MustCompile(`(?m)^NAME\s.*\sRESULT/MESSAGE\s+AGENT\n(.*\n){2}third\s.*multi line result\s+-\n$`).MatchString(r.stdout) {
+			t.Errorf("wide results are not as expected:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("all namespaces with a selector", func(t *testing.T) {
+		label(ctx, t, getTask(ctx, t, ns, "second"), "run", ns)
+		r := kubectlHive(ctx, t, "default", "", "results", "-A", "-l", "run="+ns)
+		wantCode(t, r, 0)
+		if !regexp.MustCompile(`^NAMESPACE\s+NAME\s+HIVE\s.*\n` + ns + `\s+second\s+echo\s+Cancelled\s[^\n]*\n$`).MatchString(r.stdout) {
+			t.Errorf("stdout is not the one task labelled:\n%s", r.stdout)
+		}
+		r = kubectlHive(ctx, t, "default", "", "results", "-A", "echo", "-l", "run="+ns, "-o", "name")
+		wantCode(t, r, 0)
+		if r.stdout != "task.swarm.aihub.dev/second\n" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
 	t.Run("none", func(t *testing.T) {
 		r := kubectlHive(ctx, t, ns, "", "results", "nope")
 		wantCode(t, r, 0)
@@ -505,7 +683,7 @@ func TestResults(t *testing.T) {
 			t.Errorf("stderr %q", r.stderr)
 		}
 		r = kubectlHive(ctx, t, namespace(ctx, t), "", "results")
-		wantContains(t, "stderr", r.stderr, "No finished tasks for namespace ")
+		wantContains(t, "stderr", r.stderr, "No finished tasks in namespace ")
 	})
 
 	t.Run("bad limit", func(t *testing.T) {
@@ -531,7 +709,7 @@ func TestSubmit(t *testing.T) {
 	createHive(ctx, t, ns, "echo")
 
 	t.Run("generated name", func(t *testing.T) {
-		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", `{"q": 1}`, "--priority", "7", "--timeout", "30s", "--max-retries", "0")
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", `{"q": 1}`, "--priority", "7", "--attempt-timeout", "30s", "--max-retries", "0")
 		wantCode(t, r, 0)
 		name := strings.TrimSpace(r.stdout)
 		if !strings.HasPrefix(name, "echo-") || r.stderr != "" {
@@ -563,6 +741,61 @@ func TestSubmit(t *testing.T) {
 		wantContains(t, "stdout", r.stdout, "kind: Task", "name: from-file", "input: |\n    from a file\n")
 		if got := getTask(ctx, t, ns, "from-file").Spec.Input; got != "from a file\n" {
 			t.Errorf("input = %q", got)
+		}
+	})
+
+	t.Run("name output", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "x", "--name", "by-name", "-o", "name")
+		wantCode(t, r, 0)
+		if r.stdout != "task.swarm.aihub.dev/by-name\n" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("client dry run", func(t *testing.T) {
+		before := versions(ctx, t, ns)
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "dry", "--priority", "3", "--attempt-timeout", "1m", "--dry-run=client", "-o", "yaml")
+		wantCode(t, r, 0)
+		var tk swarmv1alpha1.Task
+		if err := yaml.Unmarshal([]byte(r.stdout), &tk); err != nil {
+			t.Fatalf("stdout is not a task: %v\n%s", err, r.stdout)
+		}
+		want := swarmv1alpha1.TaskSpec{Hive: "echo", Input: "dry", Priority: 3, Timeout: &metav1.Duration{Duration: time.Minute}}
+		if tk.Kind != "Task" || tk.APIVersion != "swarm.aihub.dev/v1alpha1" || tk.GenerateName != "echo-" || tk.Namespace != ns ||
+			!cmp.Equal(want, tk.Spec) {
+			t.Errorf("task = %+v", tk)
+		}
+		r = kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "dry", "--name", "dry", "--dry-run=client")
+		wantCode(t, r, 0)
+		if r.stdout != "task.swarm.aihub.dev/dry created (dry run)\n" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+		// A client dry run reads nothing either: a hive that does not exist is no error.
+		r = kubectlHive(ctx, t, ns, "", "submit", "nope", "--input", "dry", "--dry-run=client", "-o", "name")
+		wantCode(t, r, 0)
+		if diff := cmp.Diff(before, versions(ctx, t, ns)); diff != "" {
+			t.Errorf("a dry run changed tasks (-before +after):\n%s", diff)
+		}
+	})
+
+	t.Run("server dry run", func(t *testing.T) {
+		before := versions(ctx, t, ns)
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "dry", "--dry-run=server", "-o", "jsonpath={.metadata.name} {.spec.timeout} {.spec.maxRetries}")
+		wantCode(t, r, 0)
+		// The API server generated the name and applied the schema's defaults.
+		if !regexp.MustCompile(`^echo-\w{5} 10m0s 3$`).MatchString(r.stdout) {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+		r = kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "dry", "--name", "dry", "--dry-run=server")
+		wantCode(t, r, 0)
+		if r.stdout != "task.swarm.aihub.dev/dry created (server dry run)\n" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+		r = kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "x", "--priority", "5000", "--dry-run=server")
+		wantCode(t, r, 1)
+		wantContains(t, "stderr", r.stderr, "spec.priority")
+		if diff := cmp.Diff(before, versions(ctx, t, ns)); diff != "" {
+			t.Errorf("a dry run changed tasks (-before +after):\n%s", diff)
 		}
 	})
 
@@ -601,11 +834,14 @@ func TestSubmit(t *testing.T) {
 		{"missing file", []string{"submit", "echo", "-f", "/does/not/exist"}, "reading the input: open /does/not/exist"},
 		{"unknown hive", []string{"submit", "nope", "--input", "x"}, `hive "nope" not found in namespace "` + ns + `"`},
 		{"taken name", []string{"submit", "echo", "--input", "x", "--name", "defaults"}, `task "defaults" already exists in namespace "` + ns + `": choose another --name`},
-		{"bad timeout", []string{"submit", "echo", "--input", "x", "--timeout", "0s"}, "--timeout must be longer than 0s"},
+		{"bad attempt timeout", []string{"submit", "echo", "--input", "x", "--attempt-timeout", "0s"}, "--attempt-timeout must be longer than 0s"},
 		{"bad retries", []string{"submit", "echo", "--input", "x", "--max-retries", "-1"}, "--max-retries must be 0 or more"},
-		{"wait timeout alone", []string{"submit", "echo", "--input", "x", "--wait-timeout", "1s"}, "--wait-timeout only applies with --wait"},
-		{"negative wait timeout", []string{"submit", "echo", "--input", "x", "--wait", "--wait-timeout", "-1s"}, "--wait-timeout must be 0"},
-		{"bad output", []string{"submit", "echo", "--input", "x", "-o", "name"}, `unsupported output format "name"`},
+		{"timeout without wait", []string{"submit", "echo", "--input", "x", "--timeout", "1s"}, "--timeout bounds the wait and applies only with --wait: add --wait, or bound each attempt of the task with --attempt-timeout"},
+		{"negative timeout", []string{"submit", "echo", "--input", "x", "--wait", "--timeout", "-1s"}, "--timeout must be 0"},
+		{"no table", []string{"submit", "echo", "--input", "x", "-o", "wide"}, `unsupported output format "wide": use one of json, yaml`},
+		{"bad jsonpath", []string{"submit", "echo", "--input", "x", "-o", "jsonpath={.spec"}, "-o jsonpath={.spec: "},
+		{"bad dry run", []string{"submit", "echo", "--input", "x", "--dry-run", "yes"}, `--dry-run must be none, client or server, not "yes"`},
+		{"dry run and wait", []string{"submit", "echo", "--input", "x", "--dry-run", "server", "--wait"}, "a dry run creates no task to wait for"},
 		{"refused by the schema", []string{"submit", "echo", "--input", "x", "--priority", "5000"}, "creating a task for hive \"echo\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -665,7 +901,7 @@ func TestSubmitWait(t *testing.T) {
 		done := agent(ctx, t, ns, "ok", func(s *swarmv1alpha1.TaskStatus) {
 			s.Phase, s.Result = swarmv1alpha1.TaskSucceeded, `{"answer": 42}`
 		})
-		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "q", "--name", "ok", "--wait", "--wait-timeout", "30s")
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "q", "--name", "ok", "--wait", "--timeout", "30s")
 		<-done
 		wantCode(t, r, 0)
 		if r.stdout != "{\"answer\": 42}\n" {
@@ -719,12 +955,21 @@ func TestSubmitWait(t *testing.T) {
 		wantContains(t, "stderr", r.stderr, "error: task stop was cancelled: cancelled by its agent\n")
 	})
 
-	t.Run("wait timeout", func(t *testing.T) {
-		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "q", "--name", "slow", "--wait", "--wait-timeout", "300ms")
+	t.Run("timeout", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "q", "--name", "slow", "--wait", "--timeout", "300ms")
 		wantCode(t, r, 2)
 		wantContains(t, "stderr", r.stderr,
 			"task slow: Pending, 0s elapsed\n",
 			"error: gave up waiting for task slow after 300ms (it was Pending); it keeps going: follow it with `kubectl get task slow -n "+ns+"`")
+	})
+
+	t.Run("deprecated wait timeout", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "q", "--name", "slow-too", "--wait", "--wait-timeout", "300ms")
+		wantCode(t, r, 2)
+		wantContains(t, "stderr", r.stderr, "Flag --wait-timeout has been deprecated, use --timeout", "error: gave up waiting for task slow-too after 300ms")
+		if r.stdout != "" {
+			t.Errorf("stdout = %q, want nothing", r.stdout)
+		}
 	})
 
 	t.Run("deleted while waiting", func(t *testing.T) {
@@ -737,7 +982,7 @@ func TestSubmitWait(t *testing.T) {
 				}
 			}
 		}()
-		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "q", "--name", "gone", "--wait", "--wait-timeout", "20s")
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "q", "--name", "gone", "--wait", "--timeout", "20s")
 		wantCode(t, r, 1)
 		wantContains(t, "stderr", r.stderr, "error: task gone was deleted while waiting for it to finish")
 	})
@@ -790,4 +1035,305 @@ func TestHelp(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	wantContains(t, "help", out.String(), "kubectl hive [command]", "status", "submit", "queue", "results", "--kubeconfig", "--namespace")
+}
+
+// syncBuffer is a buffer a command writes to while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// watching is a command running in the background until its context is cancelled.
+type watching struct {
+	out, errOut *syncBuffer
+	cancel      context.CancelFunc
+	code        chan int
+}
+
+func startKubectlHive(ctx context.Context, t *testing.T, ns string, args ...string) *watching {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	w := &watching{out: &syncBuffer{}, errOut: &syncBuffer{}, cancel: cancel, code: make(chan int, 1)}
+	streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: w.out, ErrOut: w.errOut}
+	args = append([]string{"--kubeconfig", kubeconfig(t), "-n", ns}, args...)
+	go func() { w.code <- run(ctx, args, streams) }()
+	t.Cleanup(cancel)
+	return w
+}
+
+// waitOutput waits until the command printed n times what matches re.
+func (w *watching) waitOutput(t *testing.T, re string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(regexp.MustCompile(re).FindAllString(w.out.String(), -1)) < n {
+		select {
+		case code := <-w.code:
+			t.Fatalf("exited with %d before printing %q %d times\nstdout:\n%s\nstderr:\n%s", code, re, n, w.out.String(), w.errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("did not print %q %d times in 20s\nstdout:\n%s\nstderr:\n%s", re, n, w.out.String(), w.errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop interrupts the command, and wants it to stop with exit code 0.
+func (w *watching) stop(t *testing.T) {
+	t.Helper()
+	w.cancel()
+	select {
+	case code := <-w.code:
+		if code != 0 {
+			t.Errorf("exit code %d after an interrupt, want 0\nstderr:\n%s", code, w.errOut.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after an interrupt")
+	}
+}
+
+func TestWatch(t *testing.T) {
+	testenv.Require(t, env)
+	ctx := testenv.Context(t, time.Minute)
+	ns := namespace(ctx, t)
+	echo := createHive(ctx, t, ns, "echo")
+	createTask(ctx, t, ns, "first", "echo")
+
+	t.Run("queue", func(t *testing.T) {
+		w := startKubectlHive(ctx, t, ns, "queue", "echo", "--watch")
+		w.waitOutput(t, `(?m)^1\s+first\s`, 1)
+		createTask(ctx, t, ns, "urgent", "echo", func(t *swarmv1alpha1.Task) { t.Spec.Priority = 10 })
+		w.waitOutput(t, `(?m)^1\s+urgent\s+10\s+\S+\s*\n2\s+first\s`, 1)
+		w.stop(t)
+		// The whole queue again, with its header, after a blank line.
+		if !regexp.MustCompile(`^POSITION\s.*\n1\s+first\s[^\n]*\n\nPOSITION\s`).MatchString(w.out.String()) {
+			t.Errorf("stdout = %q", w.out.String())
+		}
+	})
+
+	t.Run("status", func(t *testing.T) {
+		w := startKubectlHive(ctx, t, ns, "status", "echo", "-w")
+		w.waitOutput(t, `No agent pods\.`, 1)
+		createAgent(ctx, t, echo, "echo-a", "r1", true, false)
+		w.waitOutput(t, `(?m)^echo-a\s+idle\s+0\s+true\s+r1\s`, 1)
+		w.waitOutput(t, `Agents:     1/3 ready; 0 starting, 1 idle`, 1)
+		w.stop(t)
+	})
+
+	t.Run("the hive goes", func(t *testing.T) {
+		w := startKubectlHive(ctx, t, ns, "status", "echo", "--watch", "-o", "name")
+		w.waitOutput(t, `hive.swarm.aihub.dev/echo\n`, 1)
+		if err := env.Client.Delete(ctx, echo); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case code := <-w.code:
+			if code != 1 || !strings.Contains(w.errOut.String(), `error: hive "echo" not found`) {
+				t.Errorf("exit %d, stderr %q; want 1 and the hive not found", code, w.errOut.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("still watching a hive deleted 20s ago")
+		}
+	})
+
+	t.Run("unknown hive", func(t *testing.T) {
+		r := kubectlHive(ctx, t, ns, "", "queue", "nope", "--watch")
+		wantCode(t, r, 1)
+		wantContains(t, "stderr", r.stderr, `hive "nope" not found`)
+	})
+}
+
+func TestCompletion(t *testing.T) {
+	testenv.Require(t, env)
+	ctx := testenv.Context(t, time.Minute)
+	ns := namespace(ctx, t)
+	createHive(ctx, t, ns, "echo")
+	createHive(ctx, t, ns, "embed")
+	createHive(ctx, t, ns, "web")
+	complete := func(args ...string) result {
+		var out, errOut bytes.Buffer
+		streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+		code := run(ctx, append([]string{"__complete"}, args...), streams)
+		return result{out.String(), errOut.String(), code}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", ""}, "echo\nembed\nweb\n:4\n"},
+		{[]string{"queue", "e"}, "echo\nembed\n:4\n"},
+		{[]string{"results", "w"}, "web\n:4\n"},
+		{[]string{"submit", "emb"}, "embed\n:4\n"},
+		// One hive only: nothing more to complete, and no file names either.
+		{[]string{"submit", "echo", ""}, ":4\n"},
+	} {
+		r := complete(append([]string{"--kubeconfig", kubeconfig(t), "-n", ns}, tc.args...)...)
+		if r.code != 0 || r.stdout != tc.want {
+			t.Errorf("completing %q: exit %d, stdout %q, want %q (stderr %q)", tc.args, r.code, r.stdout, tc.want, r.stderr)
+		}
+	}
+
+	r := complete("--kubeconfig", kubeconfig(t), "-n", ns, "status", "-o", "")
+	wantContains(t, "-o completions", r.stdout, "wide\n", "json\n", "jsonpath\n", ":4\n")
+
+	// An error is said on stderr, which shells hide, and completes nothing.
+	r = complete("--kubeconfig", filepath.Join(t.TempDir(), "missing"), "status", "")
+	if r.stdout != ":1\n" || !strings.Contains(r.stderr, "error: ") || !strings.Contains(r.stderr, "kubeconfig") {
+		t.Errorf("stdout %q, stderr %q; want no completions and the error", r.stdout, r.stderr)
+	}
+}
+
+func TestCompletionScript(t *testing.T) {
+	// kubectl runs kubectl_complete-hive with the words after "kubectl hive"; it must hand
+	// them to the plugin's __complete. A kubectl that prints its arguments stands in.
+	dir := t.TempDir()
+	fake := "#!/bin/sh\necho \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "kubectl"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	script, err := filepath.Abs("kubectl_complete-hive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(script, "status", "-n", "agents", "").Output()
+	if err != nil {
+		t.Fatalf("running %s (it must be executable): %v", script, err)
+	}
+	if string(out) != "hive __complete status -n agents \n" {
+		t.Errorf("the script ran kubectl %q", out)
+	}
+}
+
+func TestServerWarnings(t *testing.T) {
+	testenv.Require(t, env)
+	ctx := testenv.Context(t, time.Minute)
+	ns := namespace(ctx, t)
+	createHive(ctx, t, ns, "echo")
+	// A ValidatingAdmissionPolicy in Warn mode makes the API server answer with a warning,
+	// as it does for a deprecated API.
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule: admissionregistrationv1.Rule{
+							APIGroups: []string{swarmv1alpha1.GroupVersion.Group}, APIVersions: []string{"*"}, Resources: []string{"tasks"},
+						},
+					},
+				}},
+			},
+			Validations: []admissionregistrationv1.Validation{{Expression: "object.spec.priority < 100", Message: "priorities of 100 and more are for incidents"}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Warn},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{corev1.LabelMetadataName: ns},
+			}},
+		},
+	}
+	for _, obj := range []client.Object{policy, binding} {
+		if err := env.Client.Create(ctx, obj); err != nil {
+			t.Fatalf("creating %s: %v", obj.GetName(), err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), obj) })
+	}
+
+	// The API server applies a new policy within a few seconds.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "x", "--priority", "500", "--dry-run=server")
+		wantCode(t, r, 0)
+		if strings.Contains(r.stderr, "Warning: ") {
+			wantContains(t, "stderr", r.stderr, "priorities of 100 and more are for incidents\n")
+			if strings.Count(r.stderr, "Warning: ") != 1 {
+				t.Errorf("stderr = %q, want the warning once", r.stderr)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning on stderr 30s after the policy was created: %q", r.stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestForbidden(t *testing.T) {
+	testenv.Require(t, env)
+	ctx := testenv.Context(t, time.Minute)
+	ns := namespace(ctx, t)
+	createHive(ctx, t, ns, "echo")
+	// A user who may read and create, but not watch.
+	user, err := env.ControlPlane().AddUser(envtest.User{Name: "watchless-" + ns}, nil)
+	if err != nil {
+		t.Fatalf("adding a user: %v", err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "watchless"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{swarmv1alpha1.GroupVersion.Group}, Resources: []string{"hives", "tasks"}, Verbs: []string{"get", "list", "create"}},
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
+		},
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "watchless"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "watchless-" + ns}},
+	}
+	for _, obj := range []client.Object{role, binding} {
+		if err := env.Client.Create(ctx, obj); err != nil {
+			t.Fatalf("creating %s: %v", obj.GetName(), err)
+		}
+	}
+	as := func(args ...string) result {
+		var out, errOut bytes.Buffer
+		streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+		code := run(ctx, append([]string{"--kubeconfig", path, "-n", ns}, args...), streams)
+		return result{out.String(), errOut.String(), code}
+	}
+
+	r := as("status", "echo")
+	wantCode(t, r, 0)
+
+	// Informers retry what fails; a watch that is forbidden must end the command instead,
+	// saying what to do.
+	r = as("status", "echo", "--watch")
+	wantCode(t, r, 1)
+	wantContains(t, "stderr", r.stderr, "forbidden", "ask for access, or check --context and --namespace")
+
+	r = as("submit", "echo", "--input", "x", "--name", "unwatched", "--wait", "--timeout", "30s")
+	wantCode(t, r, 1)
+	wantContains(t, "stderr", r.stderr, "error: watching task unwatched: ", "ask for access")
+
+	// Another namespace: not even hives can be listed there, for completion either.
+	r = as("-n", "default", "__complete", "status", "")
+	if r.stdout != ":1\n" || !strings.Contains(r.stderr, `error: listing hives in namespace "default": `) || !strings.Contains(r.stderr, "ask for access") {
+		t.Errorf("completion: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
 }

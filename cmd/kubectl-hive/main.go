@@ -3,12 +3,12 @@
 //
 //	kubectl hive status [HIVE]          agents by state, the queue, the rollout, problems
 //	kubectl hive submit HIVE --input X  create a task, and with --wait print its result
-//	kubectl hive queue HIVE             queued tasks in dispatch order
+//	kubectl hive queue [HIVE]           queued tasks in dispatch order
 //	kubectl hive results [HIVE]         finished tasks with their timings and results
 //
 // It takes the usual kubectl flags (--kubeconfig, --context, -n, ...). It exits with 0 on
 // success, 1 on an error or a task that failed or was cancelled, and 2 when submit --wait
-// gave up waiting.
+// gave up waiting after --timeout.
 package main
 
 import (

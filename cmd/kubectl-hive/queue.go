@@ -4,112 +4,152 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 )
 
 func newQueueCommand(o *options) *cobra.Command {
-	var out outputFlag
+	var (
+		out      = newOutputFlags("")
+		sc       scope
+		watching bool
+	)
 	cmd := &cobra.Command{
-		Use:   "queue HIVE",
-		Short: "List a hive's queued tasks in the order they will be dispatched",
-		Long: `List the tasks waiting in a hive's queue in the order the dispatcher binds them:
-higher priority first, then older first, then by name. Tasks that cannot be bound yet
-(retry backoff, unfinished dependencies, capabilities the hive lacks) follow, with a note
-saying why. Reads only: it changes nothing.`,
+		Use:   "queue [HIVE]",
+		Short: "List the queued tasks of hives in the order they will be dispatched",
+		Long: `List the tasks waiting in a hive's queue (or in the queue of every hive of the
+namespace) in the order the dispatcher binds them: higher priority first, then older
+first, then by name. Tasks that cannot be bound yet (retry backoff, unfinished
+dependencies, capabilities the hive lacks) follow, with a note saying why. -l selects
+among the queued tasks by their labels; positions stay those in the whole queue. With -o
+json, yaml, name, jsonpath or go-template it prints the queued Tasks, in that order. Reads
+only: it changes nothing.`,
 		Example: `  kubectl hive queue echo
-  kubectl hive queue echo -o json`,
-		Args: cobra.ExactArgs(1),
+  kubectl hive queue echo -l submitted-by=ana --watch
+  kubectl hive queue -A
+  kubectl hive queue echo -o name`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: o.completeHive,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := out.validate(); err != nil {
 				return err
 			}
-			return runQueue(cmd.Context(), o, args[0], out.format)
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			sel, err := sc.parse(name)
+			if err != nil {
+				return err
+			}
+			return runQueue(cmd.Context(), o, out, name, sc.allNamespaces, sel, watching)
 		},
 	}
-	out.add(cmd, "a table")
+	out.add(cmd, true, "a table")
+	sc.add(cmd, "the queued tasks")
+	cmd.Flags().BoolVarP(&watching, "watch", "w", false, "After printing, print again each time the queue changes, until interrupted.")
 	return cmd
 }
 
-// queueOutput is what queue prints with -o json|yaml.
-type queueOutput struct {
-	Hive      string     `json:"hive"`
-	Namespace string     `json:"namespace"`
-	Items     []QueueRow `json:"items"`
+func runQueue(ctx context.Context, o *options, out *outputFlags, name string, all bool, sel labels.Selector, watching bool) error {
+	c, ns, err := o.connect(all)
+	if err != nil {
+		return err
+	}
+	where := inNamespace(ns)
+	hives, tasks := &swarmv1alpha1.HiveList{}, &swarmv1alpha1.TaskList{}
+	hiveOpts := []client.ListOption{client.InNamespace(ns)}
+	if name != "" {
+		hiveOpts = append(hiveOpts, client.MatchingFields{"metadata.name": name})
+	}
+	// Every task of the namespace: queued tasks may depend on other hives' tasks.
+	sources := []source{
+		{hives, &swarmv1alpha1.Hive{}, hiveOpts, "listing hives " + where},
+		{tasks, &swarmv1alpha1.Task{}, []client.ListOption{client.InNamespace(ns)}, "listing tasks " + where},
+	}
+	var p printers.ResourcePrinter
+	if !out.table() {
+		if p, err = out.printer(); err != nil {
+			return err
+		}
+	}
+	return view(ctx, c, o.streams, watching, out.table(), sources, func(w, errOut io.Writer) error {
+		if name != "" && len(hives.Items) == 0 {
+			return hiveNotFound(name, ns)
+		}
+		rows := queues(hives.Items, tasks.Items, sel, o.now())
+		if p != nil {
+			queued := make([]*swarmv1alpha1.Task, 0, len(rows))
+			for _, r := range rows {
+				queued = append(queued, r.Task)
+			}
+			return printList(p, w, queued)
+		}
+		if len(rows) == 0 {
+			of := where
+			if name != "" {
+				of = fmt.Sprintf("for hive %s in namespace %s", name, ns)
+			}
+			_, _ = fmt.Fprintf(errOut, "No queued tasks %s.\n", of)
+			return nil
+		}
+		return printQueue(w, out, rows, name == "", all)
+	})
 }
 
-func runQueue(ctx context.Context, o *options, name, format string) error {
-	c, ns, err := o.connect()
-	if err != nil {
-		return err
+// queues returns the queue of each hive, hive after hive, keeping the tasks sel selects.
+// Dependencies are looked up among the tasks of the hive's namespace.
+func queues(hives []swarmv1alpha1.Hive, tasks []swarmv1alpha1.Task, sel labels.Selector, now time.Time) []QueueRow {
+	byNamespace := map[string][]swarmv1alpha1.Task{}
+	for _, t := range tasks {
+		byNamespace[t.Namespace] = append(byNamespace[t.Namespace], t)
 	}
-	hive, err := getHive(ctx, c, ns, name)
-	if err != nil {
-		return err
+	known := map[string]map[string]*swarmv1alpha1.Task{}
+	for ns, ts := range byNamespace {
+		known[ns] = make(map[string]*swarmv1alpha1.Task, len(ts))
+		for i := range ts {
+			known[ns][ts[i].Name] = &ts[i]
+		}
 	}
-	tasks := &swarmv1alpha1.TaskList{}
-	if err := c.List(ctx, tasks, client.InNamespace(ns), client.MatchingFields{swarmv1alpha1.TaskFieldHive: name}); err != nil {
-		return explain(fmt.Sprintf("listing the tasks of hive %q in namespace %q", name, ns), err)
-	}
-	known, err := dependencyIndex(ctx, c, ns, tasks.Items)
-	if err != nil {
-		return err
-	}
-	rows := QueueRows(hive, tasks.Items, known, o.now())
-
-	if format != outputTable {
-		return printStructured(o.streams.Out, format, queueOutput{Hive: name, Namespace: ns, Items: rows})
-	}
-	if len(rows) == 0 {
-		_, _ = fmt.Fprintf(o.streams.ErrOut, "No queued tasks for hive %s in namespace %s.\n", name, ns)
-		return nil
-	}
-	return printQueue(o.streams.Out, rows)
-}
-
-// dependencyIndex returns the tasks queued tasks may depend on, by name. Dependencies may
-// belong to other hives: only when some are not among the hive's own tasks is the whole
-// namespace listed, once, rather than each one read.
-func dependencyIndex(ctx context.Context, c client.Client, ns string, tasks []swarmv1alpha1.Task) (map[string]*swarmv1alpha1.Task, error) {
-	known := make(map[string]*swarmv1alpha1.Task, len(tasks))
-	for i := range tasks {
-		known[tasks[i].Name] = &tasks[i]
-	}
-	missing := false
-	for i := range tasks {
-		for _, d := range tasks[i].Spec.DependsOn {
-			if known[d] == nil {
-				missing = true
+	var rows []QueueRow
+	for i := range hives {
+		h := &hives[i]
+		for _, r := range QueueRows(h, byNamespace[h.Namespace], known[h.Namespace], now) {
+			if sel.Matches(labels.Set(r.Task.Labels)) {
+				rows = append(rows, r)
 			}
 		}
 	}
-	if !missing {
-		return known, nil
-	}
-	all := &swarmv1alpha1.TaskList{}
-	if err := c.List(ctx, all, client.InNamespace(ns)); err != nil {
-		return nil, explain(fmt.Sprintf("listing the tasks of namespace %q to look up dependencies", ns), err)
-	}
-	for i := range all.Items {
-		if known[all.Items[i].Name] == nil {
-			known[all.Items[i].Name] = &all.Items[i]
-		}
-	}
-	return known, nil
+	return rows
 }
 
-func printQueue(w io.Writer, rows []QueueRow) error {
-	t := newTable(w, "POSITION", "NAME", "PRIORITY", "WAITING", "NOTE")
+// printQueue prints the rows; withHive adds the hive of each, for the queues of several.
+func printQueue(w io.Writer, out *outputFlags, rows []QueueRow, withHive, all bool) error {
+	t := &metav1.Table{}
+	if withHive {
+		t.ColumnDefinitions = append(t.ColumnDefinitions, column("Hive", false))
+	}
+	t.ColumnDefinitions = append(t.ColumnDefinitions, column("Position", false), column("Name", false), column("Priority", false),
+		column("Waiting", false), column("Note", false), column("Attempts", true), column("Requires", true))
 	for _, r := range rows {
 		pos := "-"
 		if r.Position > 0 {
-			pos = strconv.Itoa(r.Position)
+			pos = fmt.Sprint(r.Position)
 		}
-		t.row(pos, r.Name, strconv.Itoa(int(r.Priority)), FormatDuration(r.Waiting), r.Note)
+		cells := []any{pos, r.Name, r.Priority, FormatDuration(r.Waiting), r.Note, r.Task.Status.Attempt,
+			orDefault(strings.Join(r.Task.Spec.RequiredCapabilities, ","), "-")}
+		if withHive {
+			cells = append([]any{r.Task.Spec.Hive}, cells...)
+		}
+		t.Rows = append(t.Rows, row(r.Task, cells...))
 	}
-	return t.flush()
+	return out.printTable(w, t, all)
 }

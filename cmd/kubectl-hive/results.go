@@ -3,11 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -16,7 +15,8 @@ import (
 
 func newResultsCommand(o *options) *cobra.Command {
 	var (
-		out   outputFlag
+		out   = newOutputFlags("")
+		sc    scope
 		limit int
 	)
 	cmd := &cobra.Command{
@@ -24,12 +24,14 @@ func newResultsCommand(o *options) *cobra.Command {
 		Short: "List finished tasks with their timings and results",
 		Long: `List the finished tasks (Succeeded, Failed, Cancelled) of one hive or of the whole
 namespace, newest last, with how long each waited in the queue and ran, and the start of
-its result (or of its message when it did not succeed). -o json|yaml prints the tasks
-whole.`,
+its result (or of its message when it did not succeed). -o json, yaml, name, jsonpath or
+go-template prints the tasks whole.`,
 		Example: `  kubectl hive results
   kubectl hive results echo --limit 20
-  kubectl hive results echo -o json`,
-		Args: cobra.MaximumNArgs(1),
+  kubectl hive results -A -l submitted-by=ana -o wide
+  kubectl hive results echo -o jsonpath='{.items[*].status.result}'`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: o.completeHive,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := out.validate(); err != nil {
 				return err
@@ -41,52 +43,59 @@ whole.`,
 			if len(args) == 1 {
 				hive = args[0]
 			}
-			return runResults(cmd.Context(), o, hive, limit, out.format)
+			// The hive filters the tasks rather than naming one object: it goes with -A.
+			sel, err := sc.parse("")
+			if err != nil {
+				return err
+			}
+			return runResults(cmd.Context(), o, out, hive, sc.allNamespaces, sel, limit)
 		},
 	}
-	out.add(cmd, "a table")
+	out.add(cmd, true, "a table")
+	sc.add(cmd, "tasks")
 	cmd.Flags().IntVar(&limit, "limit", 0, "Show only the newest N finished tasks; 0 shows all.")
 	return cmd
 }
 
-func runResults(ctx context.Context, o *options, hive string, limit int, format string) error {
-	c, ns, err := o.connect()
+func runResults(ctx context.Context, o *options, out *outputFlags, hive string, all bool, sel labels.Selector, limit int) error {
+	c, ns, err := o.connect(all)
 	if err != nil {
 		return err
 	}
-	opts := []client.ListOption{client.InNamespace(ns)}
-	doing := fmt.Sprintf("listing tasks in namespace %q", ns)
+	where := inNamespace(ns)
+	opts := []client.ListOption{client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}}
 	if hive != "" {
 		// The tasks of a deleted hive are still worth seeing: no check that it exists.
 		opts = append(opts, client.MatchingFields{swarmv1alpha1.TaskFieldHive: hive})
-		doing = fmt.Sprintf("listing the tasks of hive %q in namespace %q", hive, ns)
+		where = fmt.Sprintf("for hive %s %s", hive, where)
 	}
 	tasks := &swarmv1alpha1.TaskList{}
 	if err := c.List(ctx, tasks, opts...); err != nil {
-		return explain(doing, err)
+		return explain("listing tasks "+where, err)
 	}
 	finished := FinishedTasks(tasks.Items, limit)
 
-	if format != outputTable {
-		return printTasks(o.streams.Out, format, finished, false)
+	if !out.table() {
+		p, err := out.printer()
+		if err != nil {
+			return err
+		}
+		return printList(p, o.streams.Out, finished)
 	}
 	if len(finished) == 0 {
-		where := "namespace " + ns
-		if hive != "" {
-			where = fmt.Sprintf("hive %s in namespace %s", hive, ns)
-		}
-		_, _ = fmt.Fprintf(o.streams.ErrOut, "No finished tasks for %s.\n", where)
+		_, _ = fmt.Fprintf(o.streams.ErrOut, "No finished tasks %s.\n", where)
 		return nil
 	}
-	return printResults(o.streams.Out, finished, o.now())
-}
-
-func printResults(w io.Writer, tasks []*swarmv1alpha1.Task, now time.Time) error {
-	t := newTable(w, "NAME", "HIVE", "PHASE", "ATTEMPTS", "QUEUED", "RAN", "AGE", "RESULT/MESSAGE")
-	for _, task := range tasks {
+	now := o.now()
+	t := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
+		column("Name", false), column("Hive", false), column("Phase", false), column("Attempts", false),
+		column("Queued", false), column("Ran", false), column("Age", false), column("Result/Message", false),
+		column("Agent", true),
+	}}
+	for _, task := range finished {
 		r := ResultRowOf(task, now)
-		t.row(r.Name, r.Hive, string(r.Phase), strconv.Itoa(int(r.Attempts)), formatOptional(r.Queued), formatOptional(r.Ran),
-			duration.HumanDuration(r.Age), r.Output)
+		t.Rows = append(t.Rows, row(task, r.Name, r.Hive, string(r.Phase), r.Attempts, formatOptional(r.Queued), formatOptional(r.Ran),
+			duration.HumanDuration(r.Age), r.Output, orDefault(task.Status.Agent, "-")))
 	}
-	return t.flush()
+	return out.printTable(o.streams.Out, t, all)
 }

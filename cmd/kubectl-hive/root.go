@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -100,21 +103,96 @@ func newVersionCommand() *cobra.Command {
 	}
 }
 
-// connect returns a client for the cluster the flags name, and the namespace to work in.
-func (o *options) connect() (client.WithWatch, string, error) {
+// namespace is the namespace the flags name: -n, else the kubeconfig context's, else
+// default.
+func (o *options) namespace() (string, error) {
 	ns, _, err := o.flags.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
-		return nil, "", fmt.Errorf("reading the namespace from the kubeconfig: %w; pass --kubeconfig, --context or -n", err)
+		return "", fmt.Errorf("reading the namespace from the kubeconfig: %w; pass --kubeconfig, --context or -n", err)
+	}
+	return ns, nil
+}
+
+// connect returns a client for the cluster the flags name, and the namespace to work in:
+// all of them ("") with allNamespaces.
+func (o *options) connect(allNamespaces bool) (client.WithWatch, string, error) {
+	ns, err := o.namespace()
+	if err != nil {
+		return nil, "", err
 	}
 	cfg, err := o.flags.ToRESTConfig()
 	if err != nil {
 		return nil, "", fmt.Errorf("loading the kubeconfig: %w; pass --kubeconfig or set KUBECONFIG", err)
 	}
+	// The API server's warnings (a deprecation, a policy in Warn mode) are for the person
+	// running the command: on stderr, each once, as kubectl prints them.
+	cfg.WarningHandler = rest.NewWarningWriter(o.streams.ErrOut, rest.WarningWriterOptions{Deduplicate: true})
 	c, err := o.newClient(cfg)
 	if err != nil {
 		return nil, "", fmt.Errorf("creating a client for %s: %w", cfg.Host, err)
 	}
+	if allNamespaces {
+		ns = metav1.NamespaceAll
+	}
 	return c, ns, nil
+}
+
+// completeHive completes a HIVE argument with the names of the hives in the namespace.
+func (o *options) completeHive(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	names, err := o.hiveNames(cmd.Context(), toComplete)
+	if err != nil {
+		// Shells hide this; it shows when `kubectl hive __complete ...` is run by hand.
+		_, _ = fmt.Fprintln(cmd.ErrOrStderr(), "error: "+err.Error())
+		return nil, cobra.ShellCompDirectiveError
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+func (o *options) hiveNames(ctx context.Context, prefix string) ([]string, error) {
+	c, ns, err := o.connect(false)
+	if err != nil {
+		return nil, err
+	}
+	list := &swarmv1alpha1.HiveList{}
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return nil, explain(fmt.Sprintf("listing hives in namespace %q", ns), err)
+	}
+	var names []string
+	for _, h := range list.Items {
+		if strings.HasPrefix(h.Name, prefix) {
+			names = append(names, h.Name)
+		}
+	}
+	return names, nil
+}
+
+// scope is which objects a command lists: those of the namespace or, with -A, of all
+// namespaces, that the label selector of -l selects.
+type scope struct {
+	allNamespaces bool
+	selector      string
+}
+
+// add adds -A and -l to cmd; what says what -l selects.
+func (s *scope) add(cmd *cobra.Command, what string) {
+	cmd.Flags().BoolVarP(&s.allNamespaces, "all-namespaces", "A", false, "List across all namespaces, whatever -n says.")
+	cmd.Flags().StringVarP(&s.selector, "selector", "l", "", "Label selector on "+what+", such as -l team=search or -l 'tier in (a,b)'.")
+}
+
+// parse returns the label selector of -l; hive is the HIVE a command names, refused
+// together with -A as kubectl refuses a name with it.
+func (s *scope) parse(hive string) (labels.Selector, error) {
+	if s.allNamespaces && hive != "" {
+		return nil, fmt.Errorf("a hive name needs a namespace, but -A covers all of them: pass the hive's namespace with -n, or drop the name %s", hive)
+	}
+	sel, err := labels.Parse(s.selector)
+	if err != nil {
+		return nil, fmt.Errorf("invalid label selector %q: %w", s.selector, err)
+	}
+	return sel, nil
 }
 
 // hiveNotFound is the error for a hive that does not exist, saying how to find the right
@@ -122,6 +200,12 @@ func (o *options) connect() (client.WithWatch, string, error) {
 func hiveNotFound(name, namespace string) error {
 	return fmt.Errorf("hive %q not found in namespace %q: list the hives with `kubectl get hives -n %s`, or pick another namespace with -n",
 		name, namespace, namespace)
+}
+
+// needsAction reports whether err is one only a person can fix (forbidden, unauthorised,
+// no CRD): trying again will not help.
+func needsAction(err error) bool {
+	return apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) || meta.IsNoMatchError(err)
 }
 
 // explain adds what to do to the API errors a person can act on, after saying what was
@@ -137,28 +221,6 @@ func explain(doing string, err error) error {
 	default:
 		return fmt.Errorf("%s: %w", doing, err)
 	}
-}
-
-// outputFlag is the -o flag of a command.
-type outputFlag struct{ format string }
-
-const (
-	outputTable = ""
-	outputJSON  = "json"
-	outputYAML  = "yaml"
-)
-
-// add adds -o to cmd; without names what the command prints without it.
-func (f *outputFlag) add(cmd *cobra.Command, without string) {
-	cmd.Flags().StringVarP(&f.format, "output", "o", outputTable, "Output format: json or yaml. Without it, "+without+".")
-}
-
-func (f *outputFlag) validate() error {
-	switch f.format {
-	case outputTable, outputJSON, outputYAML:
-		return nil
-	}
-	return fmt.Errorf("unsupported output format %q: use -o json or -o yaml, or leave -o out for a table", f.format)
 }
 
 // getHive reads a hive, with an error that says what to do when it does not exist.

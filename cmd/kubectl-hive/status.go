@@ -4,30 +4,41 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 )
 
 func newStatusCommand(o *options) *cobra.Command {
-	var out outputFlag
+	var (
+		out      = newOutputFlags("")
+		sc       scope
+		watching bool
+	)
 	cmd := &cobra.Command{
 		Use:   "status [HIVE]",
 		Short: "Show agents by state, the queue, the rollout and problems of hives",
 		Long: `Show, for one hive or every hive in the namespace: the agents by state (starting,
 idle, busy, draining), ready of desired agents, the queue (pending, blocked, running
-tasks), the rollout between revisions, and conditions that are not healthy.`,
+tasks), the rollout between revisions, and conditions that are not healthy. With -o json,
+yaml, name, jsonpath or go-template it prints the Hives themselves, as kubectl get does;
+with --watch it prints again each time the hives, their agents or their tasks change.`,
 		Example: `  kubectl hive status
-  kubectl hive status echo -n agents
+  kubectl hive status -A -l team=search
+  kubectl hive status echo -n agents --watch
   kubectl hive status echo -o yaml`,
-		Args: cobra.MaximumNArgs(1),
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: o.completeHive,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := out.validate(); err != nil {
 				return err
@@ -36,85 +47,103 @@ tasks), the rollout between revisions, and conditions that are not healthy.`,
 			if len(args) == 1 {
 				name = args[0]
 			}
-			return runStatus(cmd.Context(), o, name, out.format)
+			sel, err := sc.parse(name)
+			if err != nil {
+				return err
+			}
+			return runStatus(cmd.Context(), o, out, name, sc.allNamespaces, sel, watching)
 		},
 	}
-	out.add(cmd, "a table")
+	out.add(cmd, true, "a table (one hive: its details and agents)")
+	sc.add(cmd, "hives")
+	cmd.Flags().BoolVarP(&watching, "watch", "w", false, "After printing, print again each time something changes, until interrupted.")
 	return cmd
 }
 
-func runStatus(ctx context.Context, o *options, name, format string) error {
-	c, ns, err := o.connect()
+func runStatus(ctx context.Context, o *options, out *outputFlags, name string, all bool, sel labels.Selector, watching bool) error {
+	c, ns, err := o.connect(all)
 	if err != nil {
 		return err
 	}
+	where := inNamespace(ns)
 	var (
-		hives    []swarmv1alpha1.Hive
-		podOpts  = []client.ListOption{client.InNamespace(ns)}
+		hives    = &swarmv1alpha1.HiveList{}
+		pods     = &corev1.PodList{}
+		tasks    = &swarmv1alpha1.TaskList{}
+		hiveOpts = []client.ListOption{client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}}
+		podOpts  = []client.ListOption{client.InNamespace(ns), client.HasLabels{swarmv1alpha1.LabelHive}}
 		taskOpts = []client.ListOption{client.InNamespace(ns)}
 	)
 	if name != "" {
-		h, err := getHive(ctx, c, ns, name)
-		if err != nil {
-			return err
-		}
-		hives = []swarmv1alpha1.Hive{*h}
+		hiveOpts = append(hiveOpts, client.MatchingFields{"metadata.name": name})
 		podOpts = append(podOpts, client.MatchingLabels{swarmv1alpha1.LabelHive: name})
 		taskOpts = append(taskOpts, client.MatchingFields{swarmv1alpha1.TaskFieldHive: name})
-	} else {
-		list := &swarmv1alpha1.HiveList{}
-		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
-			return explain(fmt.Sprintf("listing hives in namespace %q", ns), err)
+	}
+	sources := []source{
+		{hives, &swarmv1alpha1.Hive{}, hiveOpts, "listing hives " + where},
+		{pods, &corev1.Pod{}, podOpts, "listing the agent pods " + where},
+		{tasks, &swarmv1alpha1.Task{}, taskOpts, "listing tasks " + where},
+	}
+	var p printers.ResourcePrinter
+	if !out.table() {
+		if p, err = out.printer(); err != nil {
+			return err
 		}
-		if len(list.Items) == 0 && format == outputTable {
-			_, _ = fmt.Fprintf(o.streams.ErrOut, "No hives found in namespace %s.\n", ns)
+	}
+	return view(ctx, c, o.streams, watching, out.table(), sources, func(w, errOut io.Writer) error {
+		if name != "" && len(hives.Items) == 0 {
+			return hiveNotFound(name, ns)
+		}
+		switch {
+		case p != nil && name != "":
+			return printObject(p, w, &hives.Items[0])
+		case p != nil:
+			return printList(p, w, pointers(hives.Items))
+		case len(hives.Items) == 0:
+			_, _ = fmt.Fprintf(errOut, "No hives found %s.\n", where)
 			return nil
 		}
-		hives = list.Items
-		podOpts = append(podOpts, client.HasLabels{swarmv1alpha1.LabelHive})
-	}
+		summaries := SummariseHives(hives.Items, pods.Items, tasks.Items)
+		if name != "" {
+			return printHiveDetail(w, out, &summaries[0], o.now())
+		}
+		return printHiveTable(w, out, hives.Items, summaries, all)
+	})
+}
 
-	pods := &corev1.PodList{}
-	if err := c.List(ctx, pods, podOpts...); err != nil {
-		return explain(fmt.Sprintf("listing the agent pods in namespace %q", ns), err)
+// inNamespace says where a command looks, for its messages.
+func inNamespace(ns string) string {
+	if ns == metav1.NamespaceAll {
+		return "in any namespace"
 	}
-	tasks := &swarmv1alpha1.TaskList{}
-	if err := c.List(ctx, tasks, taskOpts...); err != nil {
-		return explain(fmt.Sprintf("listing tasks in namespace %q", ns), err)
-	}
-	summaries := SummariseHives(hives, pods.Items, tasks.Items)
-
-	switch {
-	case format != outputTable && name != "":
-		return printStructured(o.streams.Out, format, summaries[0])
-	case format != outputTable:
-		return printStructured(o.streams.Out, format, struct {
-			Items []HiveSummary `json:"items"`
-		}{summaries})
-	case name != "":
-		return printHiveDetail(o.streams.Out, &summaries[0], o.now())
-	default:
-		return printHiveTable(o.streams.Out, summaries)
-	}
+	return fmt.Sprintf("in namespace %s", ns)
 }
 
 // printHiveTable prints one line per hive, then the problems of each hive.
-func printHiveTable(w io.Writer, summaries []HiveSummary) error {
-	t := newTable(w, "NAME", "READY", "STARTING", "IDLE", "BUSY", "DRAINING", "PENDING", "BLOCKED", "RUNNING", "REVISION", "UP-TO-DATE", "PROBLEMS")
-	for _, s := range summaries {
-		var labels []string
-		for _, p := range s.Problems {
-			labels = append(labels, p.Label())
-		}
-		t.row(s.Name,
-			fmt.Sprintf("%d/%d", s.Ready, s.Desired),
-			strconv.Itoa(s.Agents.Starting), strconv.Itoa(s.Agents.Idle), strconv.Itoa(s.Agents.Busy), strconv.Itoa(s.Agents.Draining),
-			strconv.Itoa(s.Queue.Pending), strconv.Itoa(s.Queue.Blocked), strconv.Itoa(s.Queue.Running),
-			revisionText(s.Rollout),
-			fmt.Sprintf("%d/%d", s.Rollout.UpdatedReplicas, s.Rollout.DesiredReplicas),
-			orDefault(strings.Join(labels, ","), "-"))
+func printHiveTable(w io.Writer, out *outputFlags, hives []swarmv1alpha1.Hive, summaries []HiveSummary, all bool) error {
+	byName := map[types.NamespacedName]*swarmv1alpha1.Hive{}
+	for i := range hives {
+		byName[client.ObjectKeyFromObject(&hives[i])] = &hives[i]
 	}
-	if err := t.flush(); err != nil {
+	t := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
+		column("Name", false), column("Ready", false), column("Starting", false), column("Idle", false),
+		column("Busy", false), column("Draining", false), column("Stopping", true), column("Pending", false),
+		column("Blocked", false), column("Running", false), column("Revision", false), column("Up-to-date", false),
+		column("Problems", false), column("Capabilities", true),
+	}}
+	for _, s := range summaries {
+		var problems []string
+		for _, p := range s.Problems {
+			problems = append(problems, p.Label())
+		}
+		h := byName[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}]
+		t.Rows = append(t.Rows, row(h, s.Name, fmt.Sprintf("%d/%d", s.Ready, s.Desired),
+			s.Agents.Starting, s.Agents.Idle, s.Agents.Busy, s.Agents.Draining, s.Agents.Stopping,
+			s.Queue.Pending, s.Queue.Blocked, s.Queue.Running,
+			revisionText(s.Rollout), fmt.Sprintf("%d/%d", s.Rollout.UpdatedReplicas, s.Rollout.DesiredReplicas),
+			orDefault(strings.Join(problems, ","), "-"), orDefault(strings.Join(h.Spec.Agent.Capabilities, ","), "-")))
+	}
+	if err := out.printTable(w, t, all); err != nil {
 		return err
 	}
 	first := true
@@ -124,7 +153,11 @@ func printHiveTable(w io.Writer, summaries []HiveSummary) error {
 				_, _ = fmt.Fprintln(w)
 				first = false
 			}
-			_, _ = fmt.Fprintf(w, "hive/%s: %s\n", s.Name, problemText(p))
+			subject := "hive/" + s.Name
+			if all {
+				subject += " in namespace " + s.Namespace
+			}
+			_, _ = fmt.Fprintf(w, "%s: %s\n", subject, problemText(p))
 		}
 	}
 	return nil
@@ -150,7 +183,7 @@ func problemText(p Problem) string {
 }
 
 // printHiveDetail prints everything status knows about one hive, then its agents.
-func printHiveDetail(w io.Writer, s *HiveSummary, now time.Time) error {
+func printHiveDetail(w io.Writer, out *outputFlags, s *HiveSummary, now time.Time) error {
 	var b strings.Builder
 	line := func(label, format string, args ...any) {
 		_, _ = fmt.Fprintf(&b, "%-11s %s\n", label, fmt.Sprintf(format, args...))
@@ -196,10 +229,13 @@ func printHiveDetail(w io.Writer, s *HiveSummary, now time.Time) error {
 		return nil
 	}
 	_, _ = fmt.Fprintln(w)
-	t := newTable(w, "AGENT", "STATE", "TASKS", "READY", "REVISION", "AGE")
+	t := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
+		column("Agent", false), column("State", false), column("Tasks", false), column("Ready", false),
+		column("Revision", false), column("Age", false), column("IP", true), column("Node", true),
+	}}
 	for _, a := range s.Pods {
-		t.row(a.Name, a.State, strconv.Itoa(a.Tasks), strconv.FormatBool(a.Ready), orDefault(a.Revision, "<none>"),
-			duration.HumanDuration(now.Sub(a.Created)))
+		t.Rows = append(t.Rows, metav1.TableRow{Cells: []any{a.Name, a.State, a.Tasks, a.Ready, orDefault(a.Revision, "<none>"),
+			duration.HumanDuration(now.Sub(a.Created)), orDefault(a.IP, "<none>"), orDefault(a.Node, "<none>")}})
 	}
-	return t.flush()
+	return out.printTable(w, t, false)
 }

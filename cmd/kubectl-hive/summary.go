@@ -25,54 +25,54 @@ import (
 
 // HiveSummary is what status reports about one hive.
 type HiveSummary struct {
-	Name      string `json:"name"`
-	Namespace string `json:"namespace"`
+	Name      string
+	Namespace string
 	// Ready counts the agent pods whose Ready condition is true (draining ones included, as
 	// in status.readyReplicas); Desired is what the hive converges to.
-	Ready   int   `json:"ready"`
-	Desired int32 `json:"desired"`
+	Ready   int
+	Desired int32
 	// Agents counts the agents by state.
-	Agents AgentCounts `json:"agents"`
+	Agents AgentCounts
 	// Queue counts the hive's tasks that wait or run.
-	Queue QueueCounts `json:"queue"`
+	Queue QueueCounts
 	// Rollout is where the hive stands between its revisions.
-	Rollout RolloutSummary `json:"rollout"`
+	Rollout RolloutSummary
 	// Problems are the conditions that are not healthy, with what they say.
-	Problems []Problem `json:"problems,omitempty"`
+	Problems []Problem
 	// Pods are the hive's agent pods, by name.
-	Pods []AgentSummary `json:"pods"`
+	Pods []AgentSummary
 }
 
 // AgentCounts counts a hive's agents by state.
 type AgentCounts struct {
-	Starting int `json:"starting"`
-	Idle     int `json:"idle"`
-	Busy     int `json:"busy"`
-	Draining int `json:"draining"`
+	Starting int
+	Idle     int
+	Busy     int
+	Draining int
 	// Stopping agents are being deleted or have exited; the hive replaces them.
-	Stopping int `json:"stopping"`
+	Stopping int
 }
 
 // QueueCounts counts a hive's tasks that are not finished.
 type QueueCounts struct {
 	// Pending tasks wait for a slot (or their retry backoff).
-	Pending int `json:"pending"`
+	Pending int
 	// Blocked tasks wait for the tasks they depend on.
-	Blocked int `json:"blocked"`
+	Blocked int
 	// Running tasks are bound to an agent (Assigned or Running).
-	Running int `json:"running"`
+	Running int
 }
 
 // RolloutSummary is where a hive stands between its current and its update revision.
 type RolloutSummary struct {
-	CurrentRevision string `json:"currentRevision,omitempty"`
-	UpdateRevision  string `json:"updateRevision,omitempty"`
-	UpdatedReplicas int32  `json:"updatedReplicas"`
-	DesiredReplicas int32  `json:"desiredReplicas"`
+	CurrentRevision string
+	UpdateRevision  string
+	UpdatedReplicas int32
+	DesiredReplicas int32
 	// Progressing, Reason and Message come from the Progressing condition.
-	Progressing bool   `json:"progressing"`
-	Reason      string `json:"reason,omitempty"`
-	Message     string `json:"message,omitempty"`
+	Progressing bool
+	Reason      string
+	Message     string
 }
 
 // InProgress reports whether agents of an older revision remain.
@@ -84,10 +84,10 @@ func (r RolloutSummary) InProgress() bool {
 type Problem struct {
 	// Type is the condition type, or Stale when the operator has not reported on the
 	// hive's latest spec.
-	Type    string `json:"type"`
-	Status  string `json:"status"`
-	Reason  string `json:"reason,omitempty"`
-	Message string `json:"message,omitempty"`
+	Type    string
+	Status  string
+	Reason  string
+	Message string
 }
 
 // Label names the problem in a word: Degraded, Unavailable, Stale.
@@ -100,17 +100,19 @@ func (p Problem) Label() string {
 
 // AgentSummary is one agent pod of a hive.
 type AgentSummary struct {
-	Name     string    `json:"name"`
-	State    string    `json:"state"`
-	Ready    bool      `json:"ready"`
-	Tasks    int       `json:"tasks"`
-	Revision string    `json:"revision,omitempty"`
-	Created  time.Time `json:"created"`
+	Name     string
+	State    string
+	Ready    bool
+	Tasks    int
+	Revision string
+	Created  time.Time
+	// IP and Node are where the pod runs, empty until it is scheduled and started.
+	IP, Node string
 }
 
-// SummariseHives summarises each hive from the pods and tasks of its namespace. Pods count
-// for the hive that controls them (by UID, so a pod of an older hive of the same name does
-// not), tasks for the hive they name.
+// SummariseHives summarises each hive from the pods and tasks of its namespace, sorted by
+// namespace and name. Pods count for the hive that controls them (by UID, so a pod of an
+// older hive of the same name does not), tasks for the hive they name in their namespace.
 func SummariseHives(hives []swarmv1alpha1.Hive, pods []corev1.Pod, tasks []swarmv1alpha1.Task) []HiveSummary {
 	podsOf := map[types.UID][]*corev1.Pod{}
 	for i := range pods {
@@ -118,16 +120,19 @@ func SummariseHives(hives []swarmv1alpha1.Hive, pods []corev1.Pod, tasks []swarm
 			podsOf[ref.UID] = append(podsOf[ref.UID], &pods[i])
 		}
 	}
-	tasksOf := map[string][]*swarmv1alpha1.Task{}
+	tasksOf := map[types.NamespacedName][]*swarmv1alpha1.Task{}
 	for i := range tasks {
-		tasksOf[tasks[i].Spec.Hive] = append(tasksOf[tasks[i].Spec.Hive], &tasks[i])
+		hive := types.NamespacedName{Namespace: tasks[i].Namespace, Name: tasks[i].Spec.Hive}
+		tasksOf[hive] = append(tasksOf[hive], &tasks[i])
 	}
 	out := make([]HiveSummary, 0, len(hives))
 	for i := range hives {
 		h := &hives[i]
-		out = append(out, SummariseHive(h, podsOf[h.UID], tasksOf[h.Name]))
+		out = append(out, SummariseHive(h, podsOf[h.UID], tasksOf[types.NamespacedName{Namespace: h.Namespace, Name: h.Name}]))
 	}
-	slices.SortFunc(out, func(a, b HiveSummary) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b HiveSummary) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	return out
 }
 
@@ -159,6 +164,8 @@ func SummariseHive(h *swarmv1alpha1.Hive, pods []*corev1.Pod, tasks []*swarmv1al
 			Tasks:    bound[p.Name],
 			Revision: agentpod.Revision(p),
 			Created:  p.CreationTimestamp.Time,
+			IP:       p.Status.PodIP,
+			Node:     p.Spec.NodeName,
 		}
 		switch agentpod.State(a.State) {
 		case agentpod.StateStopping:
@@ -229,17 +236,17 @@ func problems(h *swarmv1alpha1.Hive) []Problem {
 type QueueRow struct {
 	// Position is the task's place in the dispatch order, from 1; 0 for a task that cannot
 	// be dispatched yet, which has no place until it can.
-	Position int    `json:"position,omitempty"`
-	Name     string `json:"name"`
-	Priority int32  `json:"priority"`
+	Position int
+	// Task is the queued task.
+	Task     *swarmv1alpha1.Task
+	Name     string
+	Priority int32
 	// QueuedSince is when the task entered the queue; Waiting is how long ago that was.
-	QueuedSince time.Time     `json:"queuedSince"`
-	Waiting     time.Duration `json:"-"`
-	// WaitingText is Waiting for JSON and YAML, as a Go duration.
-	WaitingText  string `json:"waiting"`
-	Dispatchable bool   `json:"dispatchable"`
+	QueuedSince  time.Time
+	Waiting      time.Duration
+	Dispatchable bool
 	// Note says why a task cannot be dispatched yet.
-	Note string `json:"note,omitempty"`
+	Note string
 }
 
 // QueueRows returns a hive's queued tasks in the order the dispatcher binds them: the
@@ -275,7 +282,7 @@ func QueueRows(hive *swarmv1alpha1.Hive, tasks []swarmv1alpha1.Task, known map[s
 		t := byUID[it.UID]
 		since := lifecycle.QueuedSince(t)
 		wait := max(now.Sub(since), 0)
-		return QueueRow{Name: t.Name, Priority: t.Spec.Priority, QueuedSince: since, Waiting: wait, WaitingText: wait.Round(time.Millisecond).String()}
+		return QueueRow{Task: t, Name: t.Name, Priority: t.Spec.Priority, QueuedSince: since, Waiting: wait}
 	}
 	for i, it := range ready {
 		r := row(it)

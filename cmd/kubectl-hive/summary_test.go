@@ -326,8 +326,8 @@ func TestQueueRows(t *testing.T) {
 	for _, r := range rows {
 		switch r.Name {
 		case "retried":
-			if r.Waiting != 2*time.Second || r.WaitingText != "2s" {
-				t.Errorf("retried waits %s (%q), want 2s since it was queued again", r.Waiting, r.WaitingText)
+			if r.Waiting != 2*time.Second || r.Task != &tasks[5] {
+				t.Errorf("retried waits %s (task %p), want 2s since it was queued again, and the task itself", r.Waiting, r.Task)
 			}
 		case "old":
 			if r.Waiting != time.Minute || !r.Dispatchable {
