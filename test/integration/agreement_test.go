@@ -2,10 +2,11 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,19 +114,29 @@ func buildKubectlHive(t *testing.T) string {
 	return bin
 }
 
-// kubectlHiveAgents runs `kubectl hive status HIVE -o json` and returns its agent counts.
+// kubectlHiveAgents runs `kubectl hive status HIVE` and counts the rows of its agents table
+// by their STATE, as a person reads them.
 func kubectlHiveAgents(t *testing.T, bin, kubeconfig, ns, hive string) map[string]int {
 	t.Helper()
-	out, err := exec.Command(bin, "status", hive, "-n", ns, "--kubeconfig", kubeconfig, "-o", "json").Output()
+	out, err := exec.Command(bin, "status", hive, "-n", ns, "--kubeconfig", kubeconfig).Output()
 	if err != nil {
 		t.Fatalf("kubectl hive status: %v", err)
 	}
-	var s struct {
-		Agents map[string]int `json:"agents"`
+	counts, state := map[string]int{}, -1
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		if state < 0 {
+			if len(fields) > 0 && fields[0] == "AGENT" {
+				state = slices.Index(fields, "STATE")
+			}
+			continue
+		}
+		if state < len(fields) {
+			counts[fields[state]]++
+		}
 	}
-	if err := json.Unmarshal(out, &s); err != nil {
-		t.Fatalf("decoding %s: %v", out, err)
+	if state < 0 {
+		t.Fatalf("kubectl hive status printed no agents table with a STATE column:\n%s", out)
 	}
-	delete(s.Agents, "stopping")
-	return s.Agents
+	return counts
 }
