@@ -29,6 +29,7 @@ import (
 	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/go-logr/logr"
+	"k8s.io/utils/ptr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -88,7 +89,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.contentType, "content-type", "application/json", "With --mode=http: the Content-Type of the requests.")
 	fs.DurationVar(&cfg.echoDelay, "echo-delay", 0, "With --mode=echo: how long each task takes.")
 	fs.StringVar(&cfg.healthAddr, "health-addr", ":8080", "Address /healthz and /readyz are served on; 0 disables them.")
-	fs.DurationVar(&cfg.runningAfter, "running-after", time.Second,
+	fs.DurationVar(&cfg.runningAfter, "running-after", agent.DefaultRunningAfter,
 		"How long a task runs before it is marked Running; quicker tasks skip that write. 0 marks every task at once.")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 20*time.Second,
 		"How long running tasks may finish after SIGTERM before they are stopped and handed back; keep it below the pod's terminationGracePeriodSeconds.")
@@ -181,13 +182,9 @@ func handlerFor(cfg *config) (agent.Handler, error) {
 
 // agentOptions are the agent's options from the command line.
 func agentOptions(cfg *config, log logr.Logger) agent.Options {
-	runningAfter := cfg.runningAfter
-	if runningAfter == 0 {
-		runningAfter = -1 // agent.Options reads 0 as its default of 1s, and negative as at once
-	}
 	return agent.Options{
 		Concurrency:   cfg.concurrency,
-		RunningAfter:  runningAfter,
+		RunningAfter:  ptr.To(cfg.runningAfter),
 		ShutdownGrace: cfg.shutdownGrace,
 		HealthAddr:    cfg.healthAddr,
 		Logger:        log,
@@ -201,7 +198,7 @@ func logged(log logr.Logger, handler agent.Handler) agent.Handler {
 		result, err := handler(ctx, task)
 		kv := []any{"task", task.Name, "namespace", task.Namespace, "attempt", task.Attempt, "duration", time.Since(start)}
 		if err != nil {
-			log.Info("task attempt failed", append(kv, "error", err.Error())...)
+			log.Info("task attempt failed", append(kv, "error", err.Error(), "permanent", agent.IsPermanent(err))...)
 		} else {
 			log.V(1).Info("task attempt succeeded", append(kv, "resultBytes", len(result))...)
 		}

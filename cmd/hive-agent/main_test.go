@@ -38,7 +38,7 @@ func summary(c *config) parsed {
 }
 
 func TestParseFlags(t *testing.T) {
-	defaults := parsed{ContentType: "application/json", HealthAddr: ":8080", RunningAfter: time.Second, ShutdownGrace: 20 * time.Second}
+	defaults := parsed{ContentType: "application/json", HealthAddr: ":8080", RunningAfter: agent.DefaultRunningAfter, ShutdownGrace: 20 * time.Second}
 	with := func(change func(*parsed)) parsed {
 		p := defaults
 		change(&p)
@@ -181,8 +181,8 @@ func TestAgentOptions(t *testing.T) {
 		args             []string
 		wantRunningAfter time.Duration
 	}{
-		{name: "defaults", args: []string{"--mode=echo"}, wantRunningAfter: time.Second},
-		{name: "running at once", args: []string{"--mode=echo", "--running-after=0"}, wantRunningAfter: -1},
+		{name: "defaults", args: []string{"--mode=echo"}, wantRunningAfter: agent.DefaultRunningAfter},
+		{name: "running at once", args: []string{"--mode=echo", "--running-after=0"}, wantRunningAfter: 0},
 		{name: "running after a while", args: []string{"--mode=echo", "--running-after=3s"}, wantRunningAfter: 3 * time.Second},
 	}
 	for _, tt := range tests {
@@ -192,8 +192,8 @@ func TestAgentOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 			o := agentOptions(cfg, funcr.New(func(string, string) {}, funcr.Options{}))
-			if o.RunningAfter != tt.wantRunningAfter {
-				t.Errorf("RunningAfter %s, want %s", o.RunningAfter, tt.wantRunningAfter)
+			if o.RunningAfter == nil || *o.RunningAfter != tt.wantRunningAfter {
+				t.Errorf("RunningAfter %v, want %s", o.RunningAfter, tt.wantRunningAfter)
 			}
 			if o.Concurrency != 3 || o.ShutdownGrace != 7*time.Second || o.HealthAddr != ":9000" || o.Logger.GetSink() == nil {
 				t.Errorf("options %+v do not follow the flags", o)
@@ -217,6 +217,11 @@ func TestLogged(t *testing.T) {
 			name:    "a failure",
 			handler: func(context.Context, *agent.Task) (string, error) { return "", errors.New("boom") },
 			wantLog: `"msg"="task attempt failed" "task"="t" "namespace"="ns" "attempt"=2`,
+		},
+		{
+			name:    "a failure that is not retried",
+			handler: func(context.Context, *agent.Task) (string, error) { return "", agent.Permanent(errors.New("not JSON")) },
+			wantLog: `"error"="not JSON" "permanent"=true`,
 		},
 		{
 			name:    "a success, quietly",

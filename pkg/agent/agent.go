@@ -33,6 +33,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
@@ -50,19 +51,34 @@ import (
 // makes the agent report itself not ready and unhealthy.
 //
 // An error wrapped with Permanent fails the task at once, without the retries its spec
-// allows: return it for failures another attempt cannot fix (invalid input, say).
+// allows: return it for failures another attempt cannot fix (invalid input, say). A
+// result longer than status.result holds fails the task the same way.
 type Handler func(ctx context.Context, task *Task) (result string, err error)
 
 // Permanent marks a handler's error as one a retry cannot fix: the task fails for good
-// (reason PermanentFailure) instead of being retried.
+// (phase Failed, reason PermanentFailure) after this attempt, whatever spec.maxRetries
+// allows. The mark survives further wrapping with %w, and the task's message is the whole
+// error's text. Permanent(nil) is nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &permanentError{err: err}
+	return &permanentError{reason: swarmv1alpha1.ReasonPermanentFailure, err: err}
 }
 
-type permanentError struct{ err error }
+// IsPermanent reports whether err, or an error it wraps, was marked with Permanent: the
+// agent fails the task without retrying it.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// permanentError is an attempt's failure that fails its task for good, with the reason
+// recorded in the AttemptFailed condition.
+type permanentError struct {
+	reason string
+	err    error
+}
 
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
@@ -93,12 +109,13 @@ type Options struct {
 
 	// RunningAfter is how long a handler runs before the agent marks the task Running. A
 	// task that finishes sooner skips the Running write, so a quick task costs the API
-	// server three writes in all: create, bind, finish. Default 1s; negative writes Running
-	// at once.
-	RunningAfter time.Duration
+	// server three writes in all: create, bind, finish. Unset (nil), it is
+	// DefaultRunningAfter; zero (or negative) marks every task Running as it starts.
+	RunningAfter *time.Duration
 	// ShutdownGrace is how long running handlers may go on after Run's context is
-	// cancelled before they are cancelled and their tasks released. Keep it below the pod's
-	// terminationGracePeriodSeconds. Default 20s.
+	// cancelled before they are cancelled and their tasks released. The releases, and writes
+	// still retrying, then get ReleaseTimeout more before they are given up: keep the sum
+	// below the pod's terminationGracePeriodSeconds. Default 20s.
 	ShutdownGrace time.Duration
 	// StopGrace is how long a handler may take to return once its context is cancelled
 	// before the agent reports itself not ready and unhealthy (a liveness probe on
@@ -109,6 +126,18 @@ type Options struct {
 	// Logger receives the agent's logs; default discards them.
 	Logger logr.Logger
 }
+
+// DefaultRunningAfter is Options.RunningAfter when it is unset: long enough for a quick
+// task to skip the Running write, short enough for people watching a long one to see it
+// run.
+const DefaultRunningAfter = time.Second
+
+// ReleaseTimeout is how long an agent that is shutting down waits, once its
+// ShutdownGrace is over, for the releases of the tasks it stopped and for the writes
+// still retrying. Then it interrupts their backoff and gives them up: the pod is about to
+// be killed (its default grace period of 30s leaves 10s after the default ShutdownGrace),
+// and the operator requeues the tasks of an agent that is gone.
+const ReleaseTimeout = 5 * time.Second
 
 // MaxErrorLength is how much of a handler's error the agent stores in the task's message,
 // in bytes: handlers that quote output should keep the part that explains the failure
@@ -138,9 +167,8 @@ func (o *Options) defaults() error {
 			o.Concurrency = 1
 		}
 	}
-	if o.RunningAfter == 0 {
-		o.RunningAfter = time.Second
-	}
+	// A copy: the caller's variable may change while the agent runs.
+	o.RunningAfter = ptr.To(ptr.Deref(o.RunningAfter, DefaultRunningAfter))
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 20 * time.Second
 	}

@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -117,8 +118,6 @@ func TestOutcomesAreWrittenBack(t *testing.T) {
 			time.Sleep(400 * time.Millisecond)
 		case "fails":
 			return "", errors.New("model overloaded")
-		case "huge":
-			return strings.Repeat("x", swarmv1alpha1.MaxResultLength+1), nil
 		case "panics":
 			panic("boom")
 		case "reassigned":
@@ -127,7 +126,7 @@ func TestOutcomesAreWrittenBack(t *testing.T) {
 			return "too late", nil
 		}
 		return strings.ToUpper(task.Input), nil
-	}, func(o *agent.Options) { o.RunningAfter = 100 * time.Millisecond; o.Concurrency = 4 })
+	}, func(o *agent.Options) { o.RunningAfter = ptr.To(100 * time.Millisecond); o.Concurrency = 4 })
 
 	bind(t, ns, "quick", "pod-a")
 	quick := waitPhase(t, ns, "quick", swarmv1alpha1.TaskSucceeded)
@@ -146,12 +145,6 @@ func TestOutcomesAreWrittenBack(t *testing.T) {
 	failed := waitPhase(t, ns, "fails", swarmv1alpha1.TaskPending)
 	if failed.Status.Agent != "" || failed.Status.NotBefore == nil || !strings.Contains(failed.Status.Message, "model overloaded") {
 		t.Errorf("failed attempt with retries left: %+v", failed.Status)
-	}
-
-	bind(t, ns, "huge", "pod-a", func(task *swarmv1alpha1.Task) { task.Spec.MaxRetries = ptr.To[int32](0) })
-	huge := waitPhase(t, ns, "huge", swarmv1alpha1.TaskFailed)
-	if !strings.Contains(huge.Status.Message, "exceeds the limit") || huge.Status.Result != "" {
-		t.Errorf("oversized result: %+v", huge.Status)
 	}
 
 	bind(t, ns, "panics", "pod-a", func(task *swarmv1alpha1.Task) { task.Spec.MaxRetries = ptr.To[int32](0) })
@@ -173,6 +166,64 @@ func TestOutcomesAreWrittenBack(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := get(t, ns, "reassigned"); got.Status.Phase != swarmv1alpha1.TaskPending || got.Status.Result != "" {
 		t.Errorf("the agent wrote a task that was no longer its own: %+v", got.Status)
+	}
+}
+
+func TestFailuresARetryCannotFixEndTheTaskAfterOneAttempt(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	runAgent(t, ns, "pod-permanent", func(_ context.Context, task *agent.Task) (string, error) {
+		mu.Lock()
+		calls[task.Name]++
+		mu.Unlock()
+		if task.Name == "huge" {
+			return strings.Repeat("x", swarmv1alpha1.MaxResultLength+1), nil
+		}
+		return "", fmt.Errorf("parsing the input: %w", agent.Permanent(errors.New("not JSON")))
+	})
+	cases := map[string]struct{ reason, message string }{
+		"invalid": {reason: swarmv1alpha1.ReasonPermanentFailure, message: "parsing the input: not JSON"},
+		"huge":    {reason: swarmv1alpha1.ReasonResultTooLarge, message: "exceeds the limit of 262144"},
+	}
+	for name := range cases {
+		bind(t, ns, name, "pod-permanent", func(task *swarmv1alpha1.Task) { task.Spec.MaxRetries = ptr.To[int32](3) })
+	}
+	for name, want := range cases {
+		got := waitPhase(t, ns, name, swarmv1alpha1.TaskFailed)
+		c := meta.FindStatusCondition(got.Status.Conditions, swarmv1alpha1.TaskAttemptFailed)
+		if c == nil || c.Reason != want.reason {
+			t.Errorf("%s: AttemptFailed %+v, want reason %s", name, c, want.reason)
+		}
+		if got.Status.Attempt != 1 || got.Status.FailedAttempts != 1 || got.Status.Agent != "pod-permanent" || got.Status.NotBefore != nil || got.Status.Result != "" {
+			t.Errorf("%s: status %+v; want Failed after its first attempt, with its three retries unused", name, got.Status)
+		}
+		if !strings.Contains(got.Status.Message, want.message) || !strings.Contains(got.Status.Message, "not retried") {
+			t.Errorf("%s: message %q, want it to say %q and that the task is not retried", name, got.Status.Message, want.message)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls["invalid"] != 1 || calls["huge"] != 1 {
+		t.Errorf("handler calls %v, want one per task", calls)
+	}
+}
+
+func TestRunningAfterZeroMarksEvenAnInstantTaskRunning(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	instant := func(context.Context, *agent.Task) (string, error) { return "done", nil }
+	runAgent(t, ns, "pod-zero", instant, func(o *agent.Options) { o.RunningAfter = ptr.To[time.Duration](0) })
+	runAgent(t, ns, "pod-unset", instant)
+	bind(t, ns, "zero", "pod-zero")
+	bind(t, ns, "unset", "pod-unset")
+	if got := waitPhase(t, ns, "zero", swarmv1alpha1.TaskSucceeded); got.Status.StartedAt == nil {
+		t.Errorf("with RunningAfter 0 the task was never marked Running: %+v", got.Status)
+	}
+	// Unset, RunningAfter is DefaultRunningAfter: an instant task skips the Running write.
+	if got := waitPhase(t, ns, "unset", swarmv1alpha1.TaskSucceeded); got.Status.StartedAt != nil {
+		t.Errorf("with RunningAfter unset an instant task was marked Running: %+v", got.Status)
 	}
 }
 
@@ -253,7 +304,10 @@ func TestShutdownFinishesOrReleasesWork(t *testing.T) {
 		case <-ctx.Done():
 			return "", ctx.Err()
 		}
-	}, func(o *agent.Options) { o.ShutdownGrace = 500 * time.Millisecond; o.RunningAfter = -1 })
+	}, func(o *agent.Options) {
+		o.ShutdownGrace = 500 * time.Millisecond
+		o.RunningAfter = ptr.To[time.Duration](0)
+	})
 	bind(t, ns, "short", "pod-d")
 	bind(t, ns, "long", "pod-d")
 	waitPhase(t, ns, "long", swarmv1alpha1.TaskRunning)
@@ -381,7 +435,7 @@ func TestALateWatchEventDoesNotRunAFinishedAttemptAgain(t *testing.T) {
 	}, func(o *agent.Options) {
 		o.Config = lateWatch(env.Config, 300*time.Millisecond)
 		o.Client = nil
-		o.RunningAfter = -1 // a Running write for every task, whose event comes late
+		o.RunningAfter = ptr.To[time.Duration](0) // a Running write for every task, whose event comes late
 		o.Concurrency = 4
 	})
 	for i := range 8 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
@@ -40,7 +41,8 @@ current-context: c
 type settings struct {
 	PodName, Namespace, Hive, Host, HealthAddr string
 	Concurrency                                int
-	RunningAfter, ShutdownGrace, StopGrace     time.Duration
+	ShutdownGrace, StopGrace                   time.Duration
+	RunningAfter                               *time.Duration
 	HasClient                                  bool
 }
 
@@ -59,7 +61,7 @@ func settingsOf(o *Options) settings {
 func TestOptionsComeFromTheEnvironmentTheOperatorInjects(t *testing.T) {
 	fromEnv := settings{
 		PodName: "echo-7x2kq", Namespace: "team-a", Hive: "echo", Host: "https://hive.example:6443", HealthAddr: ":8080",
-		Concurrency: 3, RunningAfter: time.Second, ShutdownGrace: 20 * time.Second, StopGrace: 30 * time.Second, HasClient: true,
+		Concurrency: 3, RunningAfter: ptr.To(DefaultRunningAfter), ShutdownGrace: 20 * time.Second, StopGrace: 30 * time.Second, HasClient: true,
 	}
 	cases := map[string]struct {
 		concurrency string
@@ -79,12 +81,12 @@ func TestOptionsComeFromTheEnvironmentTheOperatorInjects(t *testing.T) {
 			concurrency: "3",
 			opts: Options{
 				PodName: "local", Namespace: "dev", Hive: "mine", Concurrency: 8, Config: &rest.Config{Host: "https://other:6443"},
-				RunningAfter: -1, ShutdownGrace: time.Minute, StopGrace: 2 * time.Minute, HealthAddr: "0",
+				RunningAfter: ptr.To[time.Duration](0), ShutdownGrace: time.Minute, StopGrace: 2 * time.Minute, HealthAddr: "0",
 			},
 			want: func(settings) settings {
 				return settings{
 					PodName: "local", Namespace: "dev", Hive: "mine", Host: "https://other:6443", HealthAddr: "0",
-					Concurrency: 8, RunningAfter: -1, ShutdownGrace: time.Minute, StopGrace: 2 * time.Minute, HasClient: true,
+					Concurrency: 8, RunningAfter: ptr.To[time.Duration](0), ShutdownGrace: time.Minute, StopGrace: 2 * time.Minute, HasClient: true,
 				}
 			},
 		},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -14,8 +15,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -82,6 +86,12 @@ type runner struct {
 	log     logr.Logger
 
 	slots chan struct{} // one token per free slot
+	// runningAfter is Options.RunningAfter, resolved.
+	runningAfter time.Duration
+	// writes is the context of every status write; shutdown cancels it when it stops
+	// waiting for them, which ends the backoff of a write still retrying.
+	writes     context.Context
+	stopWrites func()
 
 	mu       sync.Mutex
 	attempts map[types.UID]*attempt
@@ -108,9 +118,12 @@ type runner struct {
 }
 
 func newRunner(opts Options, handler Handler) *runner {
+	writes, stopWrites := context.WithCancelCause(context.Background())
 	r := &runner{
 		opts: opts, handler: handler, writer: opts.Client, log: opts.Logger,
-		slots:    make(chan struct{}, opts.Concurrency),
+		slots:        make(chan struct{}, opts.Concurrency),
+		runningAfter: ptr.Deref(opts.RunningAfter, DefaultRunningAfter),
+		writes:       writes, stopWrites: func() { stopWrites(errShutdownWrites) },
 		attempts: map[types.UID]*attempt{},
 		handled:  map[types.UID]int32{},
 		next:     map[types.UID]*swarmv1alpha1.Task{},
@@ -197,9 +210,11 @@ func (r *runner) hasObserved() bool {
 }
 
 // shutdown stops taking tasks, waits up to the grace for running handlers, cancels and
-// releases the rest, waits for those writes, and gives handlers that still run a last
-// moment to return.
+// releases the rest, waits up to ReleaseTimeout for those writes (interrupting the backoff
+// of those still retrying then), and gives handlers that still run a last moment to
+// return. Nothing is written once it has returned.
 func (r *runner) shutdown() {
+	defer r.stopWrites()
 	r.mu.Lock()
 	r.stopping = true
 	r.ready = false
@@ -216,7 +231,14 @@ func (r *runner) shutdown() {
 		a.stop(causeShutdown)
 	}
 	r.mu.Unlock()
-	<-r.whenIdle()
+	select {
+	case <-r.whenIdle():
+	case <-time.After(ReleaseTimeout):
+		r.log.Info("giving up the task writes still retrying; the operator requeues their tasks once this agent is gone",
+			"releaseTimeout", ReleaseTimeout)
+		r.stopWrites()
+		<-r.whenIdle()
+	}
 	select {
 	case <-r.whenHandlersIdle():
 	case <-time.After(r.opts.StopGrace):
@@ -355,10 +377,8 @@ func (r *runner) remember(t *swarmv1alpha1.Task) {
 // newer reports whether resourceVersion a is later than b, when both are the decimal
 // numbers etcd-backed servers use; otherwise it says no, and the watch's version wins.
 func newer(a, b string) bool {
-	if len(a) != len(b) {
-		return len(a) > len(b)
-	}
-	return a > b
+	c, err := resourceversion.CompareResourceVersion(a, b)
+	return err == nil && c > 0
 }
 
 // start begins an attempt of a task bound to this agent. Must hold mu.
@@ -449,10 +469,12 @@ func (r *runner) runAttempt(a *attempt, task *Task) <-chan outcome {
 	}()
 
 	var running <-chan time.Time
-	if r.opts.RunningAfter < 0 {
+	if r.runningAfter <= 0 {
+		// At once, not by a timer: a handler that returns at once must not win the race
+		// and skip the write it was asked for.
 		r.markRunning(a)
 	} else {
-		timer := time.NewTimer(r.opts.RunningAfter)
+		timer := time.NewTimer(r.runningAfter)
 		defer timer.Stop()
 		running = timer.C
 	}
@@ -528,6 +550,12 @@ func (r *runner) markRunning(a *attempt) {
 
 // finish writes the outcome of an attempt.
 func (r *runner) finish(a *attempt, result string, err error) {
+	if err == nil && len(result) > swarmv1alpha1.MaxResultLength {
+		// The same input would give the same result: another attempt cannot help.
+		err = &permanentError{reason: swarmv1alpha1.ReasonResultTooLarge, err: fmt.Errorf(
+			"the result of %d bytes exceeds the limit of %d; store large outputs elsewhere and return their address",
+			len(result), swarmv1alpha1.MaxResultLength)}
+	}
 	var permanent *permanentError
 	switch cause := a.stopCause(); {
 	case cause == causeGone:
@@ -536,26 +564,22 @@ func (r *runner) finish(a *attempt, result string, err error) {
 		r.writeRelease(a, "released by agent "+r.opts.PodName+", which is shutting down")
 	case cause == causeCancelled:
 		r.writeCancelled(a, "cancelled while running on agent "+r.opts.PodName)
+	case errors.As(err, &permanent):
+		// Before the timeout's case: an attempt whose deadline passed reaches here with its
+		// context's error alone, so a permanent error that wraps a deadline is the handler's
+		// own (a call it made timed out) and keeps its meaning.
+		r.write(a, "fail", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
+			s := lifecycle.FailPermanently(t, permanent.reason, lifecycle.Truncate(err.Error(), MaxErrorLength), now)
+			return &s, true
+		})
 	case errors.Is(err, context.DeadlineExceeded):
 		r.write(a, "time out", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
 			s := lifecycle.FailAttempt(t, swarmv1alpha1.ReasonTimedOut, fmt.Sprintf("the handler ran longer than the timeout of %s", lifecycle.Timeout(&t.Spec)), now)
 			return &s, true
 		})
-	case errors.As(err, &permanent):
-		r.write(a, "fail", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
-			s := lifecycle.FailPermanently(t, swarmv1alpha1.ReasonPermanentFailure, lifecycle.Truncate(permanent.err.Error(), MaxErrorLength), now)
-			return &s, true
-		})
 	case err != nil:
 		r.write(a, "fail", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
 			s := lifecycle.FailAttempt(t, swarmv1alpha1.ReasonAgentFailed, lifecycle.Truncate(err.Error(), MaxErrorLength), now)
-			return &s, true
-		})
-	case len(result) > swarmv1alpha1.MaxResultLength:
-		// The same input would give the same result: another attempt cannot help.
-		r.write(a, "fail", func(t *swarmv1alpha1.Task, now time.Time) (*swarmv1alpha1.TaskStatus, bool) {
-			s := lifecycle.FailPermanently(t, swarmv1alpha1.ReasonResultTooLarge,
-				fmt.Sprintf("the result of %d bytes exceeds the limit of %d; store large outputs elsewhere and return their address", len(result), swarmv1alpha1.MaxResultLength), now)
 			return &s, true
 		})
 	default:
@@ -580,9 +604,28 @@ func (r *runner) writeCancelled(a *attempt, message string) {
 	})
 }
 
+// Status writes that fail are retried with exponential backoff, for at most
+// writeRetryTimeout: long enough to ride out an API server restart or a leader election of
+// etcd, short enough that an agent cut off from the API server does not hold outcomes the
+// operator will have requeued by then anyway.
+const writeRetryTimeout = time.Minute
+
+// Why a write stops retrying before it lands.
+var (
+	errWriteRetryTimeout = fmt.Errorf("the write failed for %s", writeRetryTimeout)
+	errShutdownWrites    = errors.New("the agent stopped waiting for its writes as it shut down")
+)
+
+// writeBackoff is the wait between the tries of a failed status write: 50ms doubling up to
+// 5s, then 5s until writeRetryTimeout, with jitter so that the agents of a hive do not all
+// come back at the same instant after the API server was away. Steps is what lets the wait
+// grow; once it reaches Cap, it stays there.
+var writeBackoff = wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: 5 * time.Second}
+
 // write applies a transition to the task as a compare-and-swap on its resourceVersion. On a
-// conflict it reads the task again and retries while the task is still this agent's
-// attempt; on other errors (a lost connection) it retries with backoff for up to a minute.
+// conflict it reads the task again and retries at once while the task is still this
+// agent's attempt; on other errors (a lost connection) it retries with writeBackoff for up
+// to writeRetryTimeout, or until shutdown stops waiting for it.
 func (r *runner) write(a *attempt, what string, transition func(*swarmv1alpha1.Task, time.Time) (*swarmv1alpha1.TaskStatus, bool)) {
 	r.mu.Lock()
 	cur := r.latest[a.uid]
@@ -591,50 +634,59 @@ func (r *runner) write(a *attempt, what string, transition func(*swarmv1alpha1.T
 		return
 	}
 	cur = cur.DeepCopy()
-	backoff := 50 * time.Millisecond
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if cur.Status.Agent != r.opts.PodName || cur.Status.Attempt != a.number || !cur.Status.Phase.Bound() {
-			return // someone else took the task over: the outcome is no longer ours to write
-		}
-		status, ok := transition(cur, time.Now())
-		if !ok {
-			return
-		}
-		next := cur.DeepCopy()
-		next.Status = *status
-		patch, err := statuspatch.Guarded(cur.ResourceVersion, &cur.Status, &next.Status)
-		if err == nil {
-			err = r.writer.Status().Patch(context.Background(), next, patch)
-		}
-		if err == nil {
-			r.mu.Lock()
-			r.remember(next)
-			r.mu.Unlock()
-			return
-		}
-		if time.Now().After(deadline) {
-			r.log.Error(err, "giving up on a task write", "task", cur.Name, "write", what)
-			return
-		}
-		if !apierrors.IsConflict(err) {
-			r.log.V(1).Info("task write failed; retrying", "task", cur.Name, "write", what, "error", err.Error())
-			time.Sleep(backoff)
-			backoff = min(backoff*2, 5*time.Second)
-		}
-		fresh := &swarmv1alpha1.Task{}
-		if gerr := r.writer.Get(context.Background(), client.ObjectKeyFromObject(cur), fresh); gerr != nil {
-			if apierrors.IsNotFound(gerr) {
-				return
+	ctx, cancel := context.WithTimeoutCause(r.writes, writeRetryTimeout, errWriteRetryTimeout)
+	defer cancel()
+	// stale says cur must be read again before the next try: a write failed or conflicted,
+	// and it may even have landed although its answer was lost.
+	stale := false
+	var lastErr error
+	try := func(ctx context.Context) (bool, error) {
+		for {
+			if stale {
+				fresh := &swarmv1alpha1.Task{}
+				if err := r.writer.Get(ctx, client.ObjectKeyFromObject(cur), fresh); err != nil {
+					if apierrors.IsNotFound(err) {
+						return true, nil
+					}
+					// The read failed too (the API server is throttling or away): wait before
+					// the next try, which would only conflict again at once.
+					r.log.V(1).Info("reading a task to write it again failed; retrying", "task", cur.Name, "write", what, "error", err.Error())
+					lastErr = err
+					return false, nil
+				}
+				cur, stale = fresh, false
 			}
-			// The read failed too (the API server is throttling or away): wait before the
-			// next try, which would only conflict again at once.
-			r.log.V(1).Info("reading a task to write it again failed; retrying", "task", cur.Name, "write", what, "error", gerr.Error())
-			time.Sleep(backoff)
-			backoff = min(backoff*2, 5*time.Second)
-			continue
+			if cur.Status.Agent != r.opts.PodName || cur.Status.Attempt != a.number || !cur.Status.Phase.Bound() {
+				return true, nil // someone else took the task over: the outcome is no longer ours to write
+			}
+			status, ok := transition(cur, time.Now())
+			if !ok {
+				return true, nil
+			}
+			next := cur.DeepCopy()
+			next.Status = *status
+			patch, err := statuspatch.Guarded(cur.ResourceVersion, &cur.Status, &next.Status)
+			if err == nil {
+				err = r.writer.Status().Patch(ctx, next, patch)
+			}
+			if err == nil {
+				r.mu.Lock()
+				r.remember(next)
+				r.mu.Unlock()
+				return true, nil
+			}
+			lastErr, stale = err, true
+			if !apierrors.IsConflict(err) {
+				r.log.V(1).Info("task write failed; retrying", "task", cur.Name, "write", what, "error", err.Error())
+				return false, nil
+			}
+			// A conflict: another writer changed the task; apply the transition to its
+			// version at once.
 		}
-		cur = fresh
+	}
+	// Until fails only once its context has ended, after a try that failed: lastErr is set.
+	if err := writeBackoff.DelayFunc().Until(ctx, true, true, try); err != nil {
+		r.log.Error(lastErr, "giving up on a task write", "task", cur.Name, "write", what, "why", context.Cause(ctx).Error())
 	}
 }
 

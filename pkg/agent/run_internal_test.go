@@ -68,7 +68,7 @@ func newHarnessWith(t *testing.T, funcs interceptor.Funcs, h Handler, mutate ...
 	c := interceptor.NewClient(fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&swarmv1alpha1.Task{}).Build(), funcs)
 	hs := &harness{t: t, client: c, calls: &calls{}}
 	opts := Options{
-		Client: c, PodName: pod, Namespace: "ns", Concurrency: 2, RunningAfter: time.Hour,
+		Client: c, PodName: pod, Namespace: "ns", Concurrency: 2, RunningAfter: ptr.To(time.Hour),
 		ShutdownGrace: time.Second, StopGrace: time.Second, Logger: logr.Discard(),
 	}
 	for _, m := range mutate {
@@ -156,7 +156,7 @@ func (h *harness) idle() {
 }
 
 func TestStaleEventDoesNotRunAnAttemptAgain(t *testing.T) {
-	h := newHarness(t, func(context.Context, *Task) (string, error) { return "ok", nil }, func(o *Options) { o.RunningAfter = -1 })
+	h := newHarness(t, func(context.Context, *Task) (string, error) { return "ok", nil }, func(o *Options) { o.RunningAfter = ptr.To[time.Duration](0) })
 	assigned := h.bound("quick")
 	h.r.observe(assigned)
 	h.waitPhase("quick", swarmv1alpha1.TaskSucceeded)
@@ -260,23 +260,37 @@ func TestTimeoutIsWrittenAtTheDeadlineAndAStuckHandlerIsReported(t *testing.T) {
 	}
 }
 
-func TestFailuresARetryCannotFixAreNotRetried(t *testing.T) {
-	h := newHarness(t, func(_ context.Context, task *Task) (string, error) {
-		if task.Name == "invalid" {
-			return "", Permanent(errors.New("input is not JSON"))
-		}
-		return strings.Repeat("x", swarmv1alpha1.MaxResultLength+1), nil
-	})
-	for name, reason := range map[string]string{"invalid": swarmv1alpha1.ReasonPermanentFailure, "huge": swarmv1alpha1.ReasonResultTooLarge} {
-		h.r.observe(h.bound(name)) // default maxRetries: 3
-		got := h.waitPhase(name, swarmv1alpha1.TaskFailed)
-		c := meta.FindStatusCondition(got.Status.Conditions, swarmv1alpha1.TaskAttemptFailed)
-		if c == nil || c.Reason != reason || got.Status.FailedAttempts != 1 || !strings.Contains(got.Status.Message, "not retried") {
-			t.Errorf("%s: condition %+v, status %+v", name, c, got.Status)
-		}
+func TestAPermanentErrorKeepsItsMeaningAndItsContext(t *testing.T) {
+	cases := map[string]struct {
+		err     error
+		message string
+	}{
+		// The task's message is the whole error, not only the part marked permanent.
+		"wrapped after the mark": {
+			err:     fmt.Errorf("parsing the input: %w", Permanent(errors.New("not JSON"))),
+			message: "parsing the input: not JSON",
+		},
+		// A call the handler made timed out, well before the attempt's own deadline: the
+		// handler's verdict stands, and the attempt is not reported timed out and retried.
+		"wrapping a deadline of the handler's own": {
+			err:     Permanent(fmt.Errorf("calling the model: %w", context.DeadlineExceeded)),
+			message: "calling the model: context deadline exceeded",
+		},
 	}
-	if Permanent(nil) != nil {
-		t.Error("Permanent(nil) is not nil")
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, func(context.Context, *Task) (string, error) { return "", tc.err })
+			h.r.observe(h.bound("permanent")) // default maxRetries: 3
+			got := h.waitPhase("permanent", swarmv1alpha1.TaskFailed)
+			h.idle()
+			c := meta.FindStatusCondition(got.Status.Conditions, swarmv1alpha1.TaskAttemptFailed)
+			if c == nil || c.Reason != swarmv1alpha1.ReasonPermanentFailure || got.Status.FailedAttempts != 1 {
+				t.Errorf("condition %+v, status %+v; want Failed with reason PermanentFailure after one attempt", c, got.Status)
+			}
+			if !strings.Contains(got.Status.Message, tc.message) {
+				t.Errorf("message %q, want it to hold %q", got.Status.Message, tc.message)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -70,5 +71,28 @@ func TestPermanentKeepsTheHandlersError(t *testing.T) {
 	}
 	if !errors.Is(err, cause) {
 		t.Error("Permanent(err) does not wrap err")
+	}
+	if Permanent(nil) != nil {
+		t.Error("Permanent(nil) is not nil: a handler returning Permanent(err) with a nil err would fail its task")
+	}
+}
+
+func TestIsPermanentFindsTheMarkThroughWrapping(t *testing.T) {
+	cases := map[string]struct {
+		err  error
+		want bool
+	}{
+		"marked":                 {err: Permanent(errors.New("bad input")), want: true},
+		"wrapped after the mark": {err: fmt.Errorf("parsing: %w", Permanent(errors.New("bad input"))), want: true},
+		"joined with another":    {err: errors.Join(errors.New("cleanup failed"), Permanent(errors.New("bad input"))), want: true},
+		"not marked":             {err: errors.New("model overloaded")},
+		"nil":                    {},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := IsPermanent(tc.err); got != tc.want {
+				t.Errorf("IsPermanent(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
 	}
 }

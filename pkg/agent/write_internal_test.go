@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -238,9 +239,60 @@ func TestAnAgentGivesUpOnAWriteAfterAMinuteOfFailures(t *testing.T) {
 	})
 }
 
+// An agent told to stop while the API server refuses its writes must not hold its process
+// for the minute a write may retry: its pod is killed long before. It keeps retrying
+// through its shutdown grace (the API server may come back), then gives the releases and
+// the writes still retrying ReleaseTimeout, then interrupts their backoff.
+func TestShutdownInterruptsTheBackoffOfAWriteStillRetrying(t *testing.T) {
+	cases := map[string]struct {
+		refused int32 // how many status patches the API server refuses; -1: all
+		want    swarmv1alpha1.TaskPhase
+		// how long shutdown takes, with a grace of 1s
+		minTook, maxTook time.Duration
+	}{
+		// Three backoffs of about 50, 100 and 200ms.
+		"the API server comes back within the grace": {refused: 3, want: swarmv1alpha1.TaskSucceeded, minTook: 300 * time.Millisecond, maxTook: 500 * time.Millisecond},
+		"the API server stays away": {
+			refused: -1, want: swarmv1alpha1.TaskAssigned, minTook: time.Second + ReleaseTimeout, maxTook: time.Second + ReleaseTimeout,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var patches atomic.Int32
+				h := newHarnessWith(t, statusPatchFaults(func(_ context.Context, _ client.Client, n int32, _ client.Object) error {
+					patches.Store(n)
+					if tc.refused < 0 || n <= tc.refused {
+						return apierrors.NewServiceUnavailable("the API server is restarting")
+					}
+					return nil
+				}), returnsDone)
+				h.r.observe(h.bound("unwritten"))
+				synctest.Wait() // the handler has returned; its outcome's write backs off
+				if patches.Load() == 0 {
+					t.Fatal("the outcome was not written before shutdown")
+				}
+				start := time.Now()
+				h.r.shutdown()
+				if took := time.Since(start); took < tc.minTook || took > tc.maxTook {
+					t.Errorf("shutdown took %v, want %v to %v", took, tc.minTook, tc.maxTook)
+				}
+				sent := patches.Load()
+				time.Sleep(2 * writeRetryTimeout)
+				if n := patches.Load(); n != sent {
+					t.Errorf("the agent sent %d more status writes after its shutdown returned", n-sent)
+				}
+				if got := h.get("unwritten"); got.Status.Phase != tc.want {
+					t.Errorf("phase %s, want %s", got.Status.Phase, tc.want)
+				}
+			})
+		})
+	}
+}
+
 func TestAnAgentRestartedMidTaskRunsItAgainAndKeepsItsStartTime(t *testing.T) {
 	h := newHarness(t, func(_ context.Context, task *Task) (string, error) { return "again: " + task.Input, nil },
-		func(o *Options) { o.RunningAfter = -1 })
+		func(o *Options) { o.RunningAfter = ptr.To[time.Duration](0) })
 	h.bound("resumed")
 	// The previous process marked the task Running a minute ago, then died.
 	task := h.get("resumed")
@@ -270,7 +322,7 @@ func TestAStaleEventWhileATaskRunsCostsNoExtraWrite(t *testing.T) {
 	}), func(context.Context, *Task) (string, error) {
 		<-release
 		return "done", nil
-	}, func(o *Options) { o.RunningAfter = -1 })
+	}, func(o *Options) { o.RunningAfter = ptr.To[time.Duration](0) })
 	assigned := h.bound("lagging")
 	h.r.observe(assigned)
 	h.waitPhase("lagging", swarmv1alpha1.TaskRunning)
@@ -301,6 +353,11 @@ func TestNewerComparesResourceVersions(t *testing.T) {
 		"an earlier version":          {a: "999", b: "1000"},
 		"a later one of equal length": {a: "124", b: "123", want: true},
 		"the same version":            {a: "123", b: "123"},
+		// Versions that are not the decimal numbers of an etcd-backed server say nothing
+		// about order: the version the watch delivers wins.
+		"a version that is not a number": {a: "abc", b: "12"},
+		"an empty version":               {a: "", b: "12"},
+		"a version with a leading zero":  {a: "0124", b: "123"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

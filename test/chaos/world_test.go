@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
@@ -179,7 +180,7 @@ func (w *world) startAgents(ctx context.Context) {
 		},
 		Handler: w.runs.handler,
 		Options: func(_ *corev1.Pod, o *agent.Options) {
-			o.RunningAfter = 300 * time.Millisecond
+			o.RunningAfter = ptr.To(300 * time.Millisecond)
 			o.ShutdownGrace = 5 * time.Second
 			o.StopGrace = 10 * time.Second
 		},
