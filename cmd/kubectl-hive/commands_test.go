@@ -215,6 +215,15 @@ func wantCode(t *testing.T, r result, code int) {
 	}
 }
 
+// wantStdout checks that the run succeeded and printed exactly want.
+func wantStdout(t *testing.T, r result, want string) {
+	t.Helper()
+	wantCode(t, r, 0)
+	if r.stdout != want {
+		t.Errorf("stdout = %q, want %q", r.stdout, want)
+	}
+}
+
 func wantContains(t *testing.T, what, got string, wants ...string) {
 	t.Helper()
 	for _, w := range wants {
@@ -328,18 +337,12 @@ func TestStatus(t *testing.T) {
 
 	t.Run("name", func(t *testing.T) {
 		r := kubectlHive(ctx, t, ns, "", "status", "-o", "name")
-		wantCode(t, r, 0)
-		if r.stdout != "hive.swarm.aihub.dev/calm\nhive.swarm.aihub.dev/echo\n" {
-			t.Errorf("stdout = %q", r.stdout)
-		}
+		wantStdout(t, r, "hive.swarm.aihub.dev/calm\nhive.swarm.aihub.dev/echo\n")
 	})
 
 	t.Run("jsonpath", func(t *testing.T) {
 		r := kubectlHive(ctx, t, ns, "", "status", "echo", "-o", "jsonpath={.spec.agent.capabilities[0]}/{.status.currentRevision}")
-		wantCode(t, r, 0)
-		if r.stdout != "echo/rev1" {
-			t.Errorf("stdout = %q", r.stdout)
-		}
+		wantStdout(t, r, "echo/rev1")
 	})
 
 	t.Run("wide", func(t *testing.T) {
@@ -648,10 +651,7 @@ func TestResults(t *testing.T) {
 
 	t.Run("go-template", func(t *testing.T) {
 		r := kubectlHive(ctx, t, ns, "", "results", "echo", "-o", "go-template={{range .items}}{{.metadata.name}}={{.status.phase}} {{end}}")
-		wantCode(t, r, 0)
-		if r.stdout != "first=Failed second=Cancelled third=Succeeded " {
-			t.Errorf("stdout = %q", r.stdout)
-		}
+		wantStdout(t, r, "first=Failed second=Cancelled third=Succeeded ")
 	})
 
 	t.Run("wide", func(t *testing.T) {
@@ -670,10 +670,7 @@ func TestResults(t *testing.T) {
 			t.Errorf("stdout is not the one task labelled:\n%s", r.stdout)
 		}
 		r = kubectlHive(ctx, t, "default", "", "results", "-A", "echo", "-l", "run="+ns, "-o", "name")
-		wantCode(t, r, 0)
-		if r.stdout != "task.swarm.aihub.dev/second\n" {
-			t.Errorf("stdout = %q", r.stdout)
-		}
+		wantStdout(t, r, "task.swarm.aihub.dev/second\n")
 	})
 
 	t.Run("none", func(t *testing.T) {
@@ -746,10 +743,7 @@ func TestSubmit(t *testing.T) {
 
 	t.Run("name output", func(t *testing.T) {
 		r := kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "x", "--name", "by-name", "-o", "name")
-		wantCode(t, r, 0)
-		if r.stdout != "task.swarm.aihub.dev/by-name\n" {
-			t.Errorf("stdout = %q", r.stdout)
-		}
+		wantStdout(t, r, "task.swarm.aihub.dev/by-name\n")
 	})
 
 	t.Run("client dry run", func(t *testing.T) {
@@ -766,10 +760,7 @@ func TestSubmit(t *testing.T) {
 			t.Errorf("task = %+v", tk)
 		}
 		r = kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "dry", "--name", "dry", "--dry-run=client")
-		wantCode(t, r, 0)
-		if r.stdout != "task.swarm.aihub.dev/dry created (dry run)\n" {
-			t.Errorf("stdout = %q", r.stdout)
-		}
+		wantStdout(t, r, "task.swarm.aihub.dev/dry created (dry run)\n")
 		// A client dry run reads nothing either: a hive that does not exist is no error.
 		r = kubectlHive(ctx, t, ns, "", "submit", "nope", "--input", "dry", "--dry-run=client", "-o", "name")
 		wantCode(t, r, 0)
@@ -787,10 +778,7 @@ func TestSubmit(t *testing.T) {
 			t.Errorf("stdout = %q", r.stdout)
 		}
 		r = kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "dry", "--name", "dry", "--dry-run=server")
-		wantCode(t, r, 0)
-		if r.stdout != "task.swarm.aihub.dev/dry created (server dry run)\n" {
-			t.Errorf("stdout = %q", r.stdout)
-		}
+		wantStdout(t, r, "task.swarm.aihub.dev/dry created (server dry run)\n")
 		r = kubectlHive(ctx, t, ns, "", "submit", "echo", "--input", "x", "--priority", "5000", "--dry-run=server")
 		wantCode(t, r, 1)
 		wantContains(t, "stderr", r.stderr, "spec.priority")

@@ -39,14 +39,7 @@ only: it changes nothing.`,
 		Args:              cobra.MaximumNArgs(1),
 		ValidArgsFunction: o.completeHive,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := out.validate(); err != nil {
-				return err
-			}
-			name := ""
-			if len(args) == 1 {
-				name = args[0]
-			}
-			sel, err := sc.parse(name)
+			name, sel, err := viewArgs(out, &sc, args)
 			if err != nil {
 				return err
 			}

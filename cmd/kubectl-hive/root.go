@@ -234,3 +234,18 @@ func getHive(ctx context.Context, c client.Client, namespace, name string) (*swa
 	}
 	return h, nil
 }
+
+// viewArgs is what status and queue read from their command line before anything else:
+// -o checked, so a typo costs no request, and the optional HIVE with the -l selector for
+// it.
+func viewArgs(out *outputFlags, sc *scope, args []string) (string, labels.Selector, error) {
+	if err := out.validate(); err != nil {
+		return "", nil, err
+	}
+	name := ""
+	if len(args) == 1 {
+		name = args[0]
+	}
+	sel, err := sc.parse(name)
+	return name, sel, err
+}
