@@ -1262,8 +1262,6 @@ func dryRun(t *testing.T, objs []*unstructured.Unstructured) {
 	}
 }
 
-// TestHelmInstall installs the chart with helm against the test API server in dry-run mode:
-// helm checks the chart's kubeVersion against the server's and renders NOTES.txt.
 // TestInstallFromOCIRegistry installs the chart as a user does, by reference, with no
 // checkout: packaged, pushed to an OCI registry and installed from it.
 func TestInstallFromOCIRegistry(t *testing.T) {
@@ -1302,6 +1300,8 @@ func TestInstallFromOCIRegistry(t *testing.T) {
 	}
 }
 
+// TestHelmInstall installs the chart with helm against the test API server in dry-run mode:
+// helm checks the chart's kubeVersion against the server's and renders NOTES.txt.
 func TestHelmInstall(t *testing.T) {
 	testenv.Require(t, env)
 	kubeconfig := writeKubeconfig(t)
@@ -1314,9 +1314,11 @@ func TestHelmInstall(t *testing.T) {
 			}
 			args := append([]string{"install", r.name, chartPath, "--namespace", r.namespace, "--create-namespace",
 				"--kubeconfig", kubeconfig, "--dry-run=server"}, r.args...)
-			// helm maps every object to a served kind, and the test API server has not the
-			// Prometheus Operator's (TestDryRun checks those objects).
-			args = append(args, "--set", "serviceMonitor.enabled=false,prometheusRule.enabled=false")
+			// helm maps every object to a served kind, and the test API server has neither the
+			// Prometheus Operator's nor cert-manager's (TestDryRun checks those objects): the
+			// metrics certificate comes from a named Secret instead.
+			args = append(args, "--set", "serviceMonitor.enabled=false,prometheusRule.enabled=false",
+				"--set", "metrics.tls.certManager.enabled=false,metrics.tls.secretName=metrics-cert")
 			out, err := helm(t, args...)
 			if err != nil {
 				t.Fatal(err)
