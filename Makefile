@@ -140,6 +140,10 @@ IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 images: ## Build the multi-arch images without a container engine into dist/images (OCI layouts); IMAGE_REGISTRY=... also pushes them.
 	go run ./hack/images -version $(VERSION) -platforms $(IMAGE_PLATFORMS) -out dist/images $(if $(IMAGE_REGISTRY),-push $(IMAGE_REGISTRY))
 
+.PHONY: plugin-archives
+plugin-archives: ## Build the kubectl plugin's release archives, checksums and krew manifest (.goreleaser.yaml, .krew.yaml) into dist/plugin.
+	go run ./hack/release -version $(VERSION) -out dist/plugin
+
 .PHONY: docker-build
 docker-build: ## Build the manager and reference agent images (needs a container engine).
 	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --target manager -t $(IMG) .

@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -123,7 +124,7 @@ func untar(t *testing.T, archive, dir string) map[string]string {
 	tr := tar.NewReader(gz)
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return files
 		}
 		if err != nil {
@@ -157,7 +158,7 @@ func applyCRDs(t *testing.T, shown string) {
 	for {
 		obj := &unstructured.Unstructured{}
 		err := dec.Decode(&obj.Object)
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

@@ -1,0 +1,56 @@
+/*
+Copyright 2026 The Hive Operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Command release builds the kubectl plugin's release archives as .goreleaser.yaml describes
+// them, writes their checksums, and renders the krew manifest from .krew.yaml with each
+// archive's sha256, as krew-release-bot would:
+//
+//	go run ./hack/release -version v0.1.0 -out dist/plugin [-platforms linux/amd64]
+//
+// It implements the part of goreleaser's configuration the project uses and refuses any
+// other key, so a change to .goreleaser.yaml that this command would not carry out fails
+// here instead of producing different archives than a goreleaser release would.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+func main() {
+	var o options
+	flag.StringVar(&o.config, "config", ".goreleaser.yaml", "the goreleaser configuration")
+	flag.StringVar(&o.krewTemplate, "krew-template", ".krew.yaml", "the krew manifest template (krew-release-bot format)")
+	flag.StringVar(&o.version, "version", "", "the release tag, e.g. v0.1.0")
+	flag.StringVar(&o.out, "out", "dist/plugin", "where the archives, checksums.txt and the krew manifest go")
+	platforms := flag.String("platforms", "", "build only these os/arch pairs (comma-separated); the krew manifest then lists only them")
+	flag.Parse()
+	if *platforms != "" {
+		o.platforms = strings.Split(*platforms, ",")
+	}
+	r, err := run(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "release:", err)
+		os.Exit(1)
+	}
+	for _, a := range r.archives {
+		fmt.Println(a.path)
+	}
+	fmt.Println(r.checksums)
+	fmt.Println(r.manifest)
+}
