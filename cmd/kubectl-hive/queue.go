@@ -17,12 +17,7 @@ import (
 )
 
 func newQueueCommand(o *options) *cobra.Command {
-	var (
-		out      = newOutputFlags("")
-		sc       scope
-		watching bool
-	)
-	cmd := &cobra.Command{
+	return newViewCommand(o, &cobra.Command{
 		Use:   "queue [HIVE]",
 		Short: "List the queued tasks of hives in the order they will be dispatched",
 		Long: `List the tasks waiting in a hive's queue (or in the queue of every hive of the
@@ -36,23 +31,12 @@ only: it changes nothing.`,
   kubectl hive queue echo -l submitted-by=ana --watch
   kubectl hive queue -A
   kubectl hive queue echo -o name`,
-		Args:              cobra.MaximumNArgs(1),
-		ValidArgsFunction: o.completeHive,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, sel, err := viewArgs(out, &sc, args)
-			if err != nil {
-				return err
-			}
-			return runQueue(cmd.Context(), o, out, name, sc.allNamespaces, sel, watching)
-		},
-	}
-	out.add(cmd, true, "a table")
-	sc.add(cmd, "the queued tasks")
-	cmd.Flags().BoolVarP(&watching, "watch", "w", false, "After printing, print again each time the queue changes, until interrupted.")
-	return cmd
+	}, "a table", "the queued tasks", "After printing, print again each time the queue changes, until interrupted.",
+		func(ctx context.Context, v *viewFlags) error { return runQueue(ctx, o, v) })
 }
 
-func runQueue(ctx context.Context, o *options, out *outputFlags, name string, all bool, sel labels.Selector, watching bool) error {
+func runQueue(ctx context.Context, o *options, v *viewFlags) error {
+	out, name, all, sel, watching := v.out, v.name, v.sc.allNamespaces, v.sel, v.watching
 	c, ns, err := o.connect(all)
 	if err != nil {
 		return err

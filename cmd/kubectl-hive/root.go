@@ -235,17 +235,37 @@ func getHive(ctx context.Context, c client.Client, namespace, name string) (*swa
 	return h, nil
 }
 
-// viewArgs is what status and queue read from their command line before anything else:
-// -o checked, so a typo costs no request, and the optional HIVE with the -l selector for
-// it.
-func viewArgs(out *outputFlags, sc *scope, args []string) (string, labels.Selector, error) {
-	if err := out.validate(); err != nil {
-		return "", nil, err
+// viewFlags are what status and queue share: an optional hive, the namespaces and labels it
+// selects, how it prints, and --watch.
+type viewFlags struct {
+	out      *outputFlags
+	sc       scope
+	name     string
+	sel      labels.Selector
+	watching bool
+}
+
+// newViewCommand completes cmd (its texts set) as status or queue: one optional hive name,
+// the output and scope flags, --watch; run gets the view once the command line is read.
+func newViewCommand(o *options, cmd *cobra.Command, prints, selects, watches string, run func(context.Context, *viewFlags) error) *cobra.Command {
+	v := &viewFlags{out: newOutputFlags("")}
+	cmd.Args = cobra.MaximumNArgs(1)
+	cmd.ValidArgsFunction = o.completeHive
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := v.out.validate(); err != nil {
+			return err
+		}
+		if len(args) == 1 {
+			v.name = args[0]
+		}
+		var err error
+		if v.sel, err = v.sc.parse(v.name); err != nil {
+			return err
+		}
+		return run(cmd.Context(), v)
 	}
-	name := ""
-	if len(args) == 1 {
-		name = args[0]
-	}
-	sel, err := sc.parse(name)
-	return name, sel, err
+	v.out.add(cmd, true, prints)
+	v.sc.add(cmd, selects)
+	cmd.Flags().BoolVarP(&v.watching, "watch", "w", false, watches)
+	return cmd
 }

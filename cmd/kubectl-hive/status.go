@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
@@ -20,12 +19,7 @@ import (
 )
 
 func newStatusCommand(o *options) *cobra.Command {
-	var (
-		out      = newOutputFlags("")
-		sc       scope
-		watching bool
-	)
-	cmd := &cobra.Command{
+	return newViewCommand(o, &cobra.Command{
 		Use:   "status [HIVE]",
 		Short: "Show agents by state, the queue, the rollout and problems of hives",
 		Long: `Show, for one hive or every hive in the namespace: the agents by state (starting,
@@ -37,23 +31,12 @@ with --watch it prints again each time the hives, their agents or their tasks ch
   kubectl hive status -A -l team=search
   kubectl hive status echo -n agents --watch
   kubectl hive status echo -o yaml`,
-		Args:              cobra.MaximumNArgs(1),
-		ValidArgsFunction: o.completeHive,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, sel, err := viewArgs(out, &sc, args)
-			if err != nil {
-				return err
-			}
-			return runStatus(cmd.Context(), o, out, name, sc.allNamespaces, sel, watching)
-		},
-	}
-	out.add(cmd, true, "a table (one hive: its details and agents)")
-	sc.add(cmd, "hives")
-	cmd.Flags().BoolVarP(&watching, "watch", "w", false, "After printing, print again each time something changes, until interrupted.")
-	return cmd
+	}, "a table (one hive: its details and agents)", "hives", "After printing, print again each time something changes, until interrupted.",
+		func(ctx context.Context, v *viewFlags) error { return runStatus(ctx, o, v) })
 }
 
-func runStatus(ctx context.Context, o *options, out *outputFlags, name string, all bool, sel labels.Selector, watching bool) error {
+func runStatus(ctx context.Context, o *options, v *viewFlags) error {
+	out, name, all, sel, watching := v.out, v.name, v.sc.allNamespaces, v.sel, v.watching
 	c, ns, err := o.connect(all)
 	if err != nil {
 		return err

@@ -1,19 +1,3 @@
-/*
-Copyright 2026 The Hive Operator Authors.
-
-Licensed under the Apache License, Version 2.0 (the "License");
-you may not use this file except in compliance with the License.
-You may obtain a copy of the License at
-
-    http://www.apache.org/licenses/LICENSE-2.0
-
-Unless required by applicable law or agreed to in writing, software
-distributed under the License is distributed on an "AS IS" BASIS,
-WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-See the License for the specific language governing permissions and
-limitations under the License.
-*/
-
 // Command release builds the kubectl plugin's release archives as .goreleaser.yaml describes
 // them, writes their checksums, and renders the krew manifest from .krew.yaml with each
 // archive's sha256, as krew-release-bot would:
