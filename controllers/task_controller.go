@@ -249,7 +249,10 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // or changing its capabilities changes whether they can be scheduled.
 func (r *TaskReconciler) queuedTasksOfHive(ctx context.Context, obj client.Object) []ctrl.Request {
 	list := &swarmv1alpha1.TaskList{}
-	if err := r.client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskActiveHive: obj.GetName()}); err != nil {
+	// Only names are read: a copy of every queued task per hive event would cost more than
+	// the reconciles it asks for.
+	if err := r.client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskActiveHive: obj.GetName()},
+		client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "listing the tasks of a hive that changed; they are looked at on their own next event", "hive", klog.KObj(obj))
 		return nil
 	}
@@ -265,7 +268,8 @@ func (r *TaskReconciler) queuedTasksOfHive(ctx context.Context, obj client.Objec
 // tasksOfAgent maps an agent pod event to the tasks bound to it.
 func (r *TaskReconciler) tasksOfAgent(ctx context.Context, obj client.Object) []ctrl.Request {
 	list := &swarmv1alpha1.TaskList{}
-	if err := r.client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskAgent: obj.GetName()}); err != nil {
+	if err := r.client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTaskAgent: obj.GetName()},
+		client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "listing the tasks of an agent whose pod changed; they are looked at on their own next event", "agent", klog.KObj(obj))
 		return nil
 	}

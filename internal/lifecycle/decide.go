@@ -85,12 +85,18 @@ func Decide(t *swarmv1alpha1.Task, o Observed) Decision {
 	}
 }
 
+// DependentsRecheck is how soon a finished task past its retention looks again while
+// tasks that depend on it have not finished. A dependent's finishing wakes the task at
+// once, but that news comes from the watch of finished tasks, which may be ahead of the
+// cache that counted the dependent as unfinished; without another look the task would wait
+// for the next sweep.
+const DependentsRecheck = 5 * time.Second
+
 func decideFinished(t *swarmv1alpha1.Task, o Observed) Decision {
 	expires := Expires(t, o.Retention)
 	if !o.Now.Before(expires) {
 		if o.Dependents > 0 {
-			// The dependents' finishing wakes the task up again.
-			return Decision{}
+			return Decision{RequeueAfter: DependentsRecheck}
 		}
 		return Decision{Delete: true}
 	}
