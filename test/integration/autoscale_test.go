@@ -43,7 +43,15 @@ func replicasOf(t *testing.T, ns, name string) int32 {
 
 func TestAutoscalingFollowsABurstAndSparesBusyAgents(t *testing.T) {
 	ns := namespace(t)
+	// The agents hold their tasks until the status has said the burst needs more agents than
+	// max (or 30 s have passed), so the load lasts however slowly a loaded machine submits.
+	held := make(chan struct{})
 	w := newWorld(t, autoscaledHive(ns, "bursty", 1, 10, 2, 3*time.Second, time.Hour), func(ctx context.Context, _ string, _ *agent.Task) (string, error) {
+		select {
+		case <-held:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
 		select {
 		case <-time.After(400 * time.Millisecond):
 			return "ok", nil
@@ -58,12 +66,13 @@ func TestAutoscalingFollowsABurstAndSparesBusyAgents(t *testing.T) {
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	go func() {
-		for watchCtx.Err() == nil && !sawMax.Load() {
+		defer close(held)
+		for deadline := time.Now().Add(30 * time.Second); watchCtx.Err() == nil && time.Now().Before(deadline); {
 			h := &swarmv1alpha1.Hive{}
 			if err := env.Client.Get(watchCtx, client.ObjectKey{Namespace: ns, Name: "bursty"}, h); err == nil {
-				c := condition(h, swarmv1alpha1.HiveScalingActive)
-				if c.Reason == swarmv1alpha1.ReasonTooManyReplicas {
+				if c := condition(h, swarmv1alpha1.HiveScalingActive); c.Reason == swarmv1alpha1.ReasonTooManyReplicas {
 					sawMax.Store(true)
+					return
 				}
 			}
 			time.Sleep(20 * time.Millisecond)
