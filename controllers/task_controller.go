@@ -144,7 +144,9 @@ func (r *TaskReconciler) observe(ctx context.Context, task *swarmv1alpha1.Task) 
 		return r.observeAgent(ctx, task, obs)
 	}
 	hive := &swarmv1alpha1.Hive{}
-	err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Spec.Hive}, hive)
+	// The decision reads the hive, never changes it: a copy of its pod template per task
+	// reconciled would cost more than the rest of the reconcile.
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Spec.Hive}, hive, client.UnsafeDisableDeepCopy)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:

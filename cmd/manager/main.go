@@ -29,7 +29,9 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/controllers"
+	"github.com/aihub-dev/hive-operator/internal/lazylog"
 	"github.com/aihub-dev/hive-operator/internal/memlimit"
+	"github.com/aihub-dev/hive-operator/internal/restmapping"
 	"github.com/aihub-dev/hive-operator/internal/version"
 )
 
@@ -154,7 +156,7 @@ func start(ctx context.Context, args []string, config func() (*rest.Config, erro
 		fmt.Fprintln(stdout, version.String("manager"))
 		return 0
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap), zap.WriteTo(stderr)))
+	ctrl.SetLogger(lazylog.New(zap.New(zap.UseFlagOptions(&o.zap), zap.WriteTo(stderr))))
 	// Without GOMEMLIMIT, the heap may grow to twice its live size, past the container's
 	// limit: give the runtime a soft limit under it instead.
 	if os.Getenv("GOMEMLIMIT") == "" {
@@ -211,6 +213,7 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         cacheOpts,
+		MapperProvider:                restmapping.Provider,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.probeAddr,
 		PprofBindAddress:              o.pprofAddr,

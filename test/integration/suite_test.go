@@ -29,6 +29,8 @@ import (
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/controllers"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
+	"github.com/aihub-dev/hive-operator/internal/lazylog"
+	"github.com/aihub-dev/hive-operator/internal/restmapping"
 	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/test/kubelet"
 	"github.com/aihub-dev/hive-operator/test/testenv"
@@ -45,7 +47,7 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	if os.Getenv("TEST_LOG") != "" {
-		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+		ctrl.SetLogger(lazylog.New(zap.New(zap.UseDevMode(true))))
 	} else {
 		ctrl.SetLogger(logr.Discard())
 	}
@@ -96,6 +98,7 @@ func startOperatorWith(t *testing.T, mgrOpts func(*ctrl.Options), mutate ...func
 	opts := ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Cache:                  controllers.CacheOptions(),
+		MapperProvider:         restmapping.Provider,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Several managers run in one test process; controller names must not collide.
