@@ -177,7 +177,7 @@ test-chaos: ## Run the chaos suite on a local simulated cluster: leader kills, A
 BENCH_FLAGS ?=
 
 .PHONY: bench
-bench: ## Measure throughput, latency, writes, memory and start-up against the API server's ceiling and a Job per task (about 12 minutes). BENCH_FLAGS="-write-docs" rewrites docs/benchmarks.md.
+bench: ## Measure throughput, latency, writes, memory and start-up against the API server's ceiling and a Job per task (about 25 minutes). BENCH_FLAGS="-write-docs" rewrites docs/benchmarks.md.
 	export KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh envtest)" E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" \
 		E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
 	go run ./test/perf $(BENCH_FLAGS)

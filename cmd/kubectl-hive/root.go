@@ -252,6 +252,7 @@ func newViewCommand(o *options, cmd *cobra.Command, prints, selects, watches str
 	cmd.Args = cobra.MaximumNArgs(1)
 	cmd.ValidArgsFunction = o.completeHive
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		// -o first: a typo costs no request.
 		if err := v.out.validate(); err != nil {
 			return err
 		}

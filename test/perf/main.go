@@ -4,7 +4,7 @@
 // on a simulated cluster. It starts everything it needs and removes it all at the end, also
 // when interrupted.
 //
-//	make bench                          # the full run, configs/full.yaml (about 12 minutes on 2 cores)
+//	make bench                          # the full run, configs/full.yaml (about 25 minutes on 2 cores)
 //	make bench-quick                    # configs/quick.yaml, about a minute; fails only if a task is lost
 //	make bench BENCH_FLAGS=-write-docs  # also rewrite docs/benchmarks.md, its plot and benchmarks.json
 //	go run ./test/perf -from-json f     # check and render the results of an earlier run
