@@ -1,14 +1,11 @@
 package main
 
 import (
-	"archive/tar"
 	"archive/zip"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +15,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/aihub-dev/hive-operator/test/tarball"
 )
 
 // The tests run from the repository's root, where .goreleaser.yaml names its files.
@@ -273,27 +272,11 @@ func TestKubectlHiveInstallsWithKrew(t *testing.T) {
 
 func tarNames(t *testing.T, path string) []string {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
 	var names []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return names
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, h.Name)
+	for _, f := range tarball.Read(t, path) {
+		names = append(names, f.Name)
 	}
+	return names
 }
 
 // TestWindowsGetsAZip packs a stand-in binary as the configuration does for Windows.

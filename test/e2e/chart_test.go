@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +19,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	"github.com/aihub-dev/hive-operator/test/tarball"
 )
 
 // noteField is the optional field the next release of the chart adds to the Task CRD's spec,
@@ -111,41 +111,21 @@ func nextRelease(t *testing.T, archive, version string) string {
 // untar extracts a chart archive into dir and returns its files by their path in it.
 func untar(t *testing.T, archive, dir string) map[string]string {
 	t.Helper()
-	f, err := os.Open(archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	files := map[string]string{}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return files
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag != tar.TypeReg || !filepath.IsLocal(h.Name) {
+	for _, f := range tarball.Read(t, archive) {
+		if !filepath.IsLocal(f.Name) {
 			continue
 		}
-		path := filepath.Join(dir, h.Name)
+		path := filepath.Join(dir, f.Name)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
+		if err := os.WriteFile(path, f.Data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		files[h.Name] = path
+		files[f.Name] = path
 	}
+	return files
 }
 
 // applyCRDs does what the chart's README says before an upgrade, `helm show crds <chart>
