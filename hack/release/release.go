@@ -67,7 +67,8 @@ func run(o options) (*result, error) {
 			if len(o.platforms) > 0 && !slices.Contains(o.platforms, p.String()) {
 				continue
 			}
-			bin, err := goBuild(b, p, newTemplateData(c.ProjectName, o.version, p), work)
+			data := newTemplateData(c.ProjectName, o.version, p)
+			bin, err := goBuild(b, data, work)
 			if err != nil {
 				return nil, err
 			}
@@ -75,11 +76,10 @@ func run(o options) (*result, error) {
 				if !a.includes(b) {
 					continue
 				}
-				ar, err := writeArchive(a, bin, newTemplateData(c.ProjectName, o.version, p), o.out)
+				ar, err := writeArchive(a, bin, data, o.out)
 				if err != nil {
 					return nil, err
 				}
-				ar.platform = p
 				r.archives = append(r.archives, ar)
 			}
 		}
@@ -112,8 +112,9 @@ func run(o options) (*result, error) {
 	return r, nil
 }
 
-// goBuild builds one binary of a build for a platform into its own folder of work.
-func goBuild(b build, p platform, data templateData, work string) (string, error) {
+// goBuild builds one binary of a build for data's platform into its own folder of work.
+func goBuild(b build, data templateData, work string) (string, error) {
+	p := platform{data.Os, data.Arch}
 	name := b.Binary
 	if p.Goos == "windows" {
 		name += ".exe"
@@ -179,7 +180,7 @@ func writeArchive(a archive, bin string, data templateData, out string) (built, 
 	if err != nil {
 		return built{}, fmt.Errorf("%s: %w", p, err)
 	}
-	return built{path: p, sha256: hex.EncodeToString(h.Sum(nil))}, nil
+	return built{platform: platform{data.Os, data.Arch}, path: p, sha256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 func writeTarGz(w io.Writer, entries []entry) error {
