@@ -519,3 +519,63 @@ func TestAnAgentWatchesOnlyItsUnfinishedTasks(t *testing.T) {
 		t.Errorf("the agent's watch selects %v", names)
 	}
 }
+
+// deafWatch returns a configuration whose watches fall silent once deaf is set, as a watch
+// that was cut and is backing off: what they read from then on is dropped.
+func deafWatch(cfg *rest.Config, deaf *atomic.Bool) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err == nil && req.URL.Query().Get("watch") == "true" {
+				resp.Body = &deafBody{ReadCloser: resp.Body, deaf: deaf, done: req.Context().Done()}
+			}
+			return resp, err
+		})
+	}
+	return cfg
+}
+
+type deafBody struct {
+	io.ReadCloser
+	deaf *atomic.Bool
+	done <-chan struct{}
+}
+
+func (b *deafBody) Read(p []byte) (int, error) {
+	if !b.deaf.Load() {
+		n, err := b.ReadCloser.Read(p)
+		if !b.deaf.Load() {
+			return n, err
+		}
+	}
+	<-b.done
+	return 0, io.ErrUnexpectedEOF
+}
+
+func TestShutdownGivesBackTasksItsWatchNeverDelivered(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	var deaf atomic.Bool
+	var ran atomic.Int32
+	stop := runAgent(t, ns, "pod-deaf", func(context.Context, *agent.Task) (string, error) {
+		ran.Add(1)
+		return "ran", nil
+	}, func(o *agent.Options) { o.Config = deafWatch(env.Config, &deaf) })
+	// A task the watch delivers shows it works; then it falls silent.
+	bind(t, ns, "seen", "pod-deaf")
+	waitPhase(t, ns, "seen", swarmv1alpha1.TaskSucceeded)
+	deaf.Store(true)
+	bind(t, ns, "unseen", "pod-deaf")
+	stop()
+	task := get(t, ns, "unseen")
+	if task.Status.Phase != swarmv1alpha1.TaskPending || task.Status.Agent != "" || !strings.Contains(task.Status.Message, "shutting down") {
+		t.Errorf("a task bound while the agent's watch was silent was not given back at shutdown: %+v", task.Status)
+	}
+	if task.Status.FailedAttempts != 0 {
+		t.Errorf("giving the task back counted %d failed attempts", task.Status.FailedAttempts)
+	}
+	if n := ran.Load(); n != 1 {
+		t.Errorf("the handler ran %d times, want once (for the task the watch delivered)", n)
+	}
+}

@@ -211,8 +211,8 @@ func (r *runner) hasObserved() bool {
 
 // shutdown stops taking tasks, waits up to the grace for running handlers, cancels and
 // releases the rest, waits up to ReleaseTimeout for those writes (interrupting the backoff
-// of those still retrying then), and gives handlers that still run a last moment to
-// return. Nothing is written once it has returned.
+// of those still retrying then), gives back the tasks bound to it that its watch never
+// delivered, and gives handlers that still run a last moment to return. Nothing is written once it has returned.
 func (r *runner) shutdown() {
 	defer r.stopWrites()
 	r.mu.Lock()
@@ -223,6 +223,7 @@ func (r *runner) shutdown() {
 
 	select {
 	case <-r.whenIdle():
+		r.giveBackUnseen()
 		return
 	case <-time.After(r.opts.ShutdownGrace):
 	}
@@ -233,6 +234,7 @@ func (r *runner) shutdown() {
 	r.mu.Unlock()
 	select {
 	case <-r.whenIdle():
+		r.giveBackUnseen()
 	case <-time.After(ReleaseTimeout):
 		r.log.Info("giving up the task writes still retrying; the operator requeues their tasks once this agent is gone",
 			"releaseTimeout", ReleaseTimeout)
@@ -243,6 +245,44 @@ func (r *runner) shutdown() {
 	case <-r.whenHandlersIdle():
 	case <-time.After(r.opts.StopGrace):
 		r.log.Info("stopping with handlers that ignored their cancellation still running")
+	}
+}
+
+// giveBackUnseen releases the tasks the API server shows bound to this agent once its own
+// writes are done: binds its watch had not delivered when it stopped, because the watch
+// lags or was cut and is backing off, or because the operator bound the task before it
+// saw this pod's deletion. Without this last read such a task would wait until the
+// operator declares the agent lost, and its attempt would count as failed. A bind that
+// lands after this read is still the operator's to requeue.
+func (r *runner) giveBackUnseen() {
+	ctx, cancel := context.WithTimeout(r.writes, ReleaseTimeout)
+	defer cancel()
+	list := &swarmv1alpha1.TaskList{}
+	if err := r.writer.List(ctx, list, client.InNamespace(r.opts.Namespace),
+		client.MatchingFieldsSelector{Selector: TaskSelector(r.opts.PodName)}); err != nil {
+		r.log.Info("could not list this agent's tasks a last time; the operator requeues those bound since its watch last spoke",
+			"error", err.Error())
+		return
+	}
+	r.mu.Lock()
+	for i := range list.Items {
+		t := &list.Items[i]
+		if t.Status.Agent != r.opts.PodName || !t.Status.Phase.Bound() || r.attempts[t.UID] != nil || t.Status.Attempt < r.handled[t.UID] {
+			continue
+		}
+		// Marked handled first, so that the watch delivering the same bind now does not
+		// release it a second time.
+		r.handled[t.UID] = t.Status.Attempt
+		r.remember(t)
+		a := &attempt{uid: t.UID, name: t.Name, number: t.Status.Attempt}
+		r.track(func() { r.writeRelease(a, "released by agent "+r.opts.PodName+", which is shutting down") })
+	}
+	r.mu.Unlock()
+	select {
+	case <-r.whenIdle():
+	case <-ctx.Done():
+		r.stopWrites()
+		<-r.whenIdle()
 	}
 }
 

@@ -45,6 +45,22 @@ type taskVersion struct {
 
 func (v taskVersion) bound() bool { return v.phase.Bound() && !v.deleted }
 
+// boundAfterDeletion reports whether the attempt a task's versions end with was bound to
+// agent after the agent's pod was marked for deletion. Must hold mu.
+func (o *observer) boundAfterDeletion(vs []taskVersion, agent string) bool {
+	last := vs[len(vs)-1]
+	bind := last.rv
+	for i := len(vs) - 1; i >= 0 && vs[i].bound() && vs[i].agent == agent && vs[i].attempt == last.attempt; i-- {
+		bind = vs[i].rv
+	}
+	for _, p := range o.pods[agent] {
+		if p.terminating || p.deleted {
+			return bind > p.rv
+		}
+	}
+	return false
+}
+
 // podVersion is one version of an agent pod the watch delivered.
 type podVersion struct {
 	rv          int64
@@ -341,7 +357,14 @@ func (o *observer) violations(created map[string]bool, runs []invocation, f *fau
 			}
 			if strings.HasPrefix(cur.attemptFailed, swarmv1alpha1.ReasonAgentLost) && cur.attemptFailed != prev.attemptFailed {
 				report["attempts of lost agents"]++
-				if graceful[prev.agent] && !crashed[prev.agent] {
+				switch {
+				case !graceful[prev.agent] || crashed[prev.agent]:
+				case o.boundAfterDeletion(vs[:i], prev.agent):
+					// The operator bound the task from a cache that had not yet seen the
+					// deletion; the agent gives such tasks back in its last read at
+					// shutdown, but one bound after that is the operator's to requeue.
+					report["attempts bound to an agent already being deleted, then lost"]++
+				default:
 					out = append(out, fmt.Sprintf("task %s: agent %s was declared lost while it shut down gracefully: %s", name, prev.agent, cur.message))
 				}
 			}
