@@ -1,12 +1,14 @@
 // Command perf measures the Hive operator on this machine: throughput against the API
 // server's own ceiling, latency against load, the API writes and the operator's CPU and
-// memory per task, start-up with many tasks stored, and a warm agent against a Job per task
-// on a simulated cluster. It starts everything it needs and removes it all at the end, also
+// memory per task, start-up with many tasks stored, memory over a long run with retention,
+// and a warm agent against a Job per task on a simulated cluster. It starts everything it needs and removes it all at the end, also
 // when interrupted.
 //
-//	make bench                          # the full run, configs/full.yaml (about 25 minutes on 2 cores)
-//	make bench-quick                    # configs/quick.yaml, about a minute; fails only if a task is lost
-//	make bench BENCH_FLAGS=-write-docs  # also rewrite docs/benchmarks.md, its plot and benchmarks.json
+//	make bench                          # the full run, configs/full.yaml (about 55 minutes on 2 cores)
+//	make bench-quick                    # configs/quick.yaml, about two minutes; fails only if a task is lost
+//	make bench BENCH_FLAGS=-write-docs  # also rewrite docs/benchmarks.md, its plots and benchmarks.json
+//	make bench-steady                   # the half-hour steady run alone (configs/steady.yaml), put into
+//	                                    # docs/benchmarks.json and its page with -into and -write-docs
 //	go run ./test/perf -from-json f     # check and render the results of an earlier run
 //
 // The make targets provide the control-plane binaries, as they do for the tests.
@@ -25,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -47,8 +50,10 @@ var (
 	targets   = flag.String("targets", "", "Targets file (default: test/perf/configs/targets.yaml).")
 	outJSON   = flag.String("out-json", filepath.Join(os.TempDir(), "bench-results.json"), "File the results are written to as JSON.")
 	fromJSON  = flag.String("from-json", "", "Run nothing: check and render the results in this file.")
-	writeDocs = flag.Bool("write-docs", false, "Write docs/benchmarks.md, its plot and the results (benchmarks.json) from the results.")
-	opts      runner.Options
+	writeDocs = flag.Bool("write-docs", false, "Write docs/benchmarks.md, its plots and the results (benchmarks.json) from the results.")
+	into      = flag.String("into", "", "Put this run's steady run into the results in this file, in place of theirs, before checking and rendering\n"+
+		"(the steady run alone, configs/steady.yaml, updates the page of a full run).")
+	opts runner.Options
 )
 
 func main() {
@@ -101,6 +106,9 @@ func run(ctx context.Context) (code int) {
 				res.Errors, code = append(res.Errors, err.Error()), fail(err)
 			}
 			res.DurationSeconds = stats.Round(time.Since(started).Seconds(), 1)
+			if *into != "" {
+				res, err = mergeInto(*into, res)
+			}
 		}
 	}
 	if err == nil {
@@ -123,10 +131,14 @@ func run(ctx context.Context) (code int) {
 		if len(res.Errors) > 0 {
 			return fail(errors.New("the run failed; docs not written"))
 		}
-		dir, plotName := filepath.Join(root, "docs"), "benchmarks-latency.svg"
-		var page, plot bytes.Buffer
-		err := errors.Join(report.Docs(&page, res, plotName), report.Plot(&plot, res, "svg"))
-		if err == nil {
+		dir, plotName, memoryName := filepath.Join(root, "docs"), "benchmarks-latency.svg", ""
+		var page, plot, memory bytes.Buffer
+		err := report.Plot(&plot, res, "svg")
+		if res.Steady != nil {
+			memoryName = "benchmarks-memory.svg"
+			err = errors.Join(err, report.PlotMemory(&memory, res, "svg"), os.WriteFile(filepath.Join(dir, memoryName), memory.Bytes(), 0o644))
+		}
+		if err = errors.Join(err, report.Docs(&page, res, plotName, memoryName)); err == nil {
 			err = errors.Join(os.WriteFile(filepath.Join(dir, "benchmarks.md"), page.Bytes(), 0o644),
 				os.WriteFile(filepath.Join(dir, plotName), plot.Bytes(), 0o644), res.Write(filepath.Join(dir, "benchmarks.json")))
 		}
@@ -137,4 +149,18 @@ func run(ctx context.Context) (code int) {
 	}
 	opts.Logf("done in %s", time.Since(started).Round(time.Second))
 	return code
+}
+
+// mergeInto returns the results in path with the steady run of res in place of theirs
+// (the bursts it ran for its ceiling are left out), and its errors added.
+func mergeInto(path string, res *results.Results) (*results.Results, error) {
+	base, err := results.Read(path)
+	if err != nil || res.Steady == nil {
+		return nil, errors.Join(err, errors.New("-into: this run has no steady run"))
+	}
+	run := res.Run(res.Steady.Name)
+	base.Runs = append(slices.DeleteFunc(base.Runs, func(r results.Run) bool { return r.Kind == results.KindSteady }), *run)
+	base.Steady, base.Settings.Steady = res.Steady, res.Settings.Steady
+	base.Errors = append(base.Errors, res.Errors...)
+	return base, nil
 }

@@ -18,6 +18,8 @@ import (
 	"text/template"
 	"time"
 
+	"gonum.org/v1/gonum/stat"
+
 	"github.com/aihub-dev/hive-operator/test/perf/config"
 	"github.com/aihub-dev/hive-operator/test/perf/report"
 	"github.com/aihub-dev/hive-operator/test/perf/results"
@@ -30,6 +32,7 @@ type figure func(r *results.Results, t config.Target) (value float64, fields map
 var figures = map[string]figure{
 	"success": success, "throughput": throughput, report.QueueWaitFigure: queueWait, "writesPerTask": writesPerTask,
 	"hiveWrites": hiveWrites, "memory": memory, "startup": startup, "warmSpeedup": warmSpeedup,
+	"steadyGrowth": steadyGrowth,
 }
 
 // Check returns the verdict on every target.
@@ -220,4 +223,29 @@ func warmSpeedup(r *results.Results, _ config.Target) (float64, map[string]any, 
 		return 0, nil, "the kwok baseline did not run"
 	}
 	return b.RatioP50, map[string]any{"b": b}, ""
+}
+
+// steadyGrowth is how much the operator's RSS (params.agent 0) or the largest agent's (1)
+// grew over the steady run, in %: the mean of the last quarter of its samples against the
+// mean of the first quarter of those taken once one and a half retention periods had
+// passed, by when as many tasks are deleted as finish.
+func steadyGrowth(r *results.Results, t config.Target) (float64, map[string]any, string) {
+	s := r.Steady
+	if s == nil {
+		return 0, nil, "the steady run did not run"
+	}
+	var rss []float64
+	for _, p := range s.Samples {
+		if p.Seconds >= 1.5*s.RetentionSeconds {
+			rss = append(rss, float64(map[bool]uint64{false: p.OperatorRSSBytes, true: p.AgentRSSBytes}[t.Params["agent"] == 1]))
+		}
+	}
+	if len(rss) < 4 {
+		return 0, nil, fmt.Sprintf("%d samples after one and a half retention periods, fewer than 4", len(rss))
+	}
+	q := len(rss) / 4
+	from, to := stat.Mean(rss[:q], nil), stat.Mean(rss[len(rss)-q:], nil)
+	run := r.Run(s.Name)
+	return stats.Round(100*stats.Ratio(to-from, from), 1), map[string]any{"s": s, "run": run, "fromMB": from / (1 << 20), "toMB": to / (1 << 20),
+		"first": s.Samples[0], "last": s.Samples[len(s.Samples)-1]}, ""
 }

@@ -26,6 +26,7 @@ type Workload struct {
 	AgentSweep    AgentSweep      `json:"agentSweep"`
 	OpenLoop      OpenLoop        `json:"openLoop"`
 	Stored        Stored          `json:"stored"`
+	Steady        Steady          `json:"steady"`
 	Baseline      Baseline        `json:"baseline"`
 }
 
@@ -55,6 +56,17 @@ type Stored struct {
 	InputBytes    int             `json:"inputBytes"`
 	Clients       int             `json:"clients"`
 	Settle        metav1.Duration `json:"settle"`
+}
+
+// Steady is tasks arriving at RatePercent % of the ceiling for Duration, for a hive of
+// Agents agents (processes of their own) keeping finished tasks for Retention, with the
+// operator's and the agents' memory sampled every SampleEvery.
+type Steady struct {
+	Duration    metav1.Duration `json:"duration"`
+	RatePercent int             `json:"ratePercent"`
+	Agents      int             `json:"agents"`
+	Retention   metav1.Duration `json:"retention"`
+	SampleEvery metav1.Duration `json:"sampleEvery"`
 }
 
 // Baseline is a Job per task against a warm agent on a kwok cluster.
@@ -88,7 +100,8 @@ func LoadWorkload(path string) (*Workload, error) {
 	if err := load(path, w); err != nil {
 		return nil, err
 	}
-	// Every size is positive; the stored tasks and the baseline may be 0, which skips them.
+	// Every size is positive; the stored tasks, the steady run and the baseline may be 0, which
+	// skips them.
 	d := func(d metav1.Duration) int { return int(d.Duration) }
 	positive := func(l []int, v ...int) bool { return slices.Min(slices.Concat(l, v, []int{1})) > 0 }
 	var bad []string
@@ -98,6 +111,8 @@ func LoadWorkload(path string) (*Workload, error) {
 		"openLoop": positive(w.OpenLoop.RatePercents, d(w.OpenLoop.Duration)),
 		"stored":   w.Stored.Tasks+w.Stored.FinishedTasks == 0 || positive(nil, w.Stored.Tasks+w.Stored.FinishedTasks, w.Stored.Clients),
 		"baseline": w.Baseline.Jobs == 0 || positive(nil, w.Baseline.Jobs, w.Baseline.Nodes),
+		"steady": w.Steady.Duration.Duration == 0 ||
+			positive(nil, w.Steady.RatePercent, w.Steady.Agents, d(w.Steady.Retention), d(w.Steady.SampleEvery)),
 	} {
 		if !ok {
 			bad = append(bad, name)

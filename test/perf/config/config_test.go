@@ -27,20 +27,27 @@ func TestLoadWorkload(t *testing.T) {
 		Mode: "quick", Clients: 32, Concurrency: 2, Stall: d("1m"), OperatorQPS: 2000, OperatorBurst: 4000,
 		Bursts: Bursts{Tasks: []int{500}, Agents: 50}, AgentSweep: AgentSweep{Agents: []int{10, 50}, Tasks: 500},
 		OpenLoop: OpenLoop{RatePercents: []int{50, 100}, Duration: d("5s")}, Stored: Stored{Tasks: 5000, FinishedTasks: 2000, InputBytes: 1024, Clients: 64, Settle: d("5s")},
+		Steady:   Steady{Duration: d("20s"), RatePercent: 25, Agents: 4, Retention: d("5s"), SampleEvery: d("2s")},
 		Baseline: Baseline{Jobs: 10, JobGap: d("300ms"), WarmGap: d("100ms"), Nodes: 2},
 	}
 	if diff := cmp.Diff(want, quick); diff != "" {
 		t.Errorf("quick.yaml (-want +got):\n%s", diff)
 	}
-	if full, err := LoadWorkload("../configs/full.yaml"); err != nil || full.Stored.Tasks != 100000 {
+	if full, err := LoadWorkload("../configs/full.yaml"); err != nil || full.Stored.Tasks != 100000 || full.Steady.Duration.Duration != 30*time.Minute {
 		t.Errorf("full.yaml = %+v, %v", full, err)
+	}
+	if steady, err := LoadWorkload("../configs/steady.yaml"); err != nil || steady.Steady != Steady(must(LoadWorkload("../configs/full.yaml")).Steady) || steady.Stored.Tasks+steady.Baseline.Jobs+len(steady.OpenLoop.RatePercents) != 0 {
+		t.Errorf("steady.yaml is not the steady run of full.yaml alone: %+v, %v", steady, err)
 	}
 
 	dir := t.TempDir()
 	for name, tt := range map[string]struct{ yaml, wantErr string }{
 		"a misspelt field":   {"mode: full\nclient: 3\n", `unknown field "client"`},
 		"non-positive sizes": {"mode: full\nclients: 0\nbursts: {tasks: [10, -1]}\n", "sizes must be positive: agentConcurrency, agentSweep, bursts, clients"},
-		"no file":            {"", "no such file"},
+		"a steady run of no agents": {"mode: full\nclients: 1\nagentConcurrency: 1\nstall: 1s\nbursts: {tasks: [1], agents: 1}\n" +
+			"agentSweep: {agents: [1], tasks: 1}\nopenLoop: {duration: 1s}\nsteady: {duration: 1m, ratePercent: 50, retention: 1s, sampleEvery: 1s}\n",
+			"sizes must be positive: steady"},
+		"no file": {"", "no such file"},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
 		if tt.yaml != "" {
@@ -64,7 +71,8 @@ func TestLoadTargets(t *testing.T) {
 		names = append(names, tg.Name+" "+tg.Op)
 	}
 	want := []string{"Success >=", "Throughput >=", "Queue wait at half load <", "API writes per quick task <=",
-		"Hive status writes <=", "Operator memory <", "Operator memory with history <", "Start-up <", "Start-up with history <", "Warm dispatch vs Job >="}
+		"Hive status writes <=", "Operator memory <", "Operator memory with history <", "Start-up <", "Start-up with history <",
+		"Operator memory over time <", "Agent memory over time <", "Warm dispatch vs Job >="}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)
 	}
@@ -75,4 +83,11 @@ func TestLoadTargets(t *testing.T) {
 	if _, err := LoadTargets(path); err == nil || !strings.Contains(err.Error(), "an op among") {
 		t.Errorf("an unknown op: error %v", err)
 	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -109,6 +109,16 @@ func (r *Recorder) Done(t *Track) (done bool, idle time.Duration) {
 	return len(t.ended) >= len(t.created), time.Duration(r.Now() - t.lastProgress)
 }
 
+// Outcome counts how the tasks of a track ended, from what the watch saw: for runs whose
+// finished tasks are deleted before a list could count them. A task the watch never saw
+// end counts as unfinished.
+func (t *Track) Outcome(submitted int) results.Outcome {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return results.Outcome{Submitted: submitted, Succeeded: len(t.finished), Failed: len(t.ended) - len(t.finished),
+		Unfinished: max(submitted-len(t.ended), 0)}
+}
+
 // HiveWritesBetween counts the hive status writes seen between two recorder times.
 func (r *Recorder) HiveWritesBetween(from, to int64) int {
 	r.mu.Lock()

@@ -6,6 +6,7 @@ package report
 import (
 	"cmp"
 	_ "embed"
+	"errors"
 	"fmt"
 	"image/color"
 	"io"
@@ -105,9 +106,24 @@ var page = template.Must(template.New("page").Funcs(Funcs).Parse(source))
 
 // data is what the page template sees.
 type data struct {
-	R    *results.Results
-	H    string // the level of the results' headings
-	Plot string
+	R                *results.Results
+	H                string // the level of the results' headings
+	Plot, MemoryPlot string
+}
+
+// SteadyRows are about a dozen of the steady run's samples, evenly spaced, the first and
+// the last included.
+func (d data) SteadyRows() []results.SteadySample {
+	s := d.R.Steady.Samples
+	step := max((len(s)-1)/12, 1)
+	var out []results.SteadySample
+	for i := 0; i < len(s); i += step {
+		out = append(out, s[i])
+	}
+	if len(s) > 0 && (len(s)-1)%step != 0 {
+		out = append(out, s[len(s)-1])
+	}
+	return out
 }
 
 func (d data) Bursts() []results.Run { return d.R.RunsOf(results.KindBurst) }
@@ -123,9 +139,57 @@ func Markdown(w io.Writer, r *results.Results, heading string) error {
 }
 
 // Docs writes docs/benchmarks.md: how to run the benchmark, its method and targets, and the
-// results with the machine they were measured on and the plot (a file next to the page).
-func Docs(w io.Writer, r *results.Results, plotFile string) error {
-	return page.ExecuteTemplate(w, "page", data{R: r, H: "###", Plot: plotFile})
+// results with the machine they were measured on and the plots (files next to the page;
+// the memory plot's is drawn only when the steady run ran).
+func Docs(w io.Writer, r *results.Results, plotFile, memoryPlotFile string) error {
+	return page.ExecuteTemplate(w, "page", data{R: r, H: "###", Plot: plotFile, MemoryPlot: memoryPlotFile})
+}
+
+// PlotMemory draws the resident memory of the operator and of the largest agent over the
+// steady run, in MB against minutes, in a format gonum/plot writes.
+func PlotMemory(w io.Writer, r *results.Results, format string) error {
+	p := plot.New()
+	p.Title.Text = "Memory over a long run with retention"
+	p.X.Label.Text = "time (minutes)"
+	p.Y.Label.Text = "resident memory (MB)"
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Add(plotter.NewGrid())
+	if r.Steady == nil {
+		return errors.New("plotting memory: the steady run did not run")
+	}
+	for k, line := range []struct {
+		label string
+		bytes func(results.SteadySample) uint64
+	}{
+		{"operator", func(s results.SteadySample) uint64 { return s.OperatorRSSBytes }},
+		{"largest agent", func(s results.SteadySample) uint64 { return s.AgentRSSBytes }},
+	} {
+		xys := make(plotter.XYs, len(r.Steady.Samples))
+		for i, s := range r.Steady.Samples {
+			xys[i] = plotter.XY{X: s.Seconds / 60, Y: float64(line.bytes(s)) / (1 << 20)}
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return fmt.Errorf("plotting memory: %w", err)
+		}
+		l.Color, l.Width = plotutil.Color(k), vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(line.label, l)
+	}
+	p.X.Min, p.Y.Min = 0, 0
+	p.Y.Max *= 1.3 // room for the legend
+	return write(w, p, format)
+}
+
+func write(w io.Writer, p *plot.Plot, format string) error {
+	wt, err := p.WriterTo(9*vg.Inch, 5*vg.Inch, format)
+	if err == nil {
+		_, err = wt.WriteTo(w)
+	}
+	if err != nil {
+		return fmt.Errorf("writing the plot: %w", err)
+	}
+	return nil
 }
 
 // QueueWaitFigure names the target drawn on the plot.
@@ -185,12 +249,5 @@ func Plot(w io.Writer, r *results.Results, format string) error {
 	}
 	// Whole decades, so that at least two are labelled; one more above for the legend.
 	p.Y.Min, p.Y.Max = math.Pow(10, math.Floor(math.Log10(max(p.Y.Min, floorMs)))), math.Pow(10, math.Ceil(math.Log10(p.Y.Max))+1)
-	wt, err := p.WriterTo(9*vg.Inch, 5*vg.Inch, format)
-	if err == nil {
-		_, err = wt.WriteTo(w)
-	}
-	if err != nil {
-		return fmt.Errorf("writing the plot: %w", err)
-	}
-	return nil
+	return write(w, p, format)
 }

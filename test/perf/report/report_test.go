@@ -25,7 +25,7 @@ func TestRender(t *testing.T) {
 	}
 	for golden, render := range map[string]func(io.Writer) error{
 		"testdata/report.md":     func(w io.Writer) error { return Markdown(w, r, "##") },
-		"testdata/benchmarks.md": func(w io.Writer) error { return Docs(w, r, "benchmarks-latency.svg") },
+		"testdata/benchmarks.md": func(w io.Writer) error { return Docs(w, r, "benchmarks-latency.svg", "benchmarks-memory.svg") },
 	} {
 		var b bytes.Buffer
 		if err := render(&b); err != nil {
@@ -59,5 +59,22 @@ func TestPlot(t *testing.T) {
 		if err := xml.Unmarshal(b.Bytes(), new(struct{})); err != nil || !strings.Contains(b.String(), "Latency against arrival rate") {
 			t.Errorf("%s: not an SVG plot of latency (%v)", name, err)
 		}
+	}
+}
+
+func TestPlotMemory(t *testing.T) {
+	r, err := results.Read("../testdata/results.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := PlotMemory(&b, r, "svg"); err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(b.Bytes(), new(struct{})); err != nil || !strings.Contains(b.String(), "Memory over a long run") {
+		t.Errorf("not an SVG plot of memory (%v)", err)
+	}
+	if err := PlotMemory(io.Discard, &results.Results{}, "svg"); err == nil {
+		t.Error("a plot of memory was drawn for results without a steady run")
 	}
 }

@@ -21,6 +21,7 @@ const (
 	KindBurst    = "burst"
 	KindOpenLoop = "open-loop"
 	KindWarm     = "warm"
+	KindSteady   = "steady"
 	Met          = "met"
 	Missed       = "missed"
 	NotMeasured  = "not measured"
@@ -35,6 +36,7 @@ type Results struct {
 	Runs            []Run           `json:"runs"`
 	Stored          *Stored         `json:"stored,omitempty"`
 	Finished        *Stored         `json:"finished,omitempty"`
+	Steady          *Steady         `json:"steady,omitempty"`
 	Baseline        *Baseline       `json:"baseline,omitempty"`
 	Targets         []Target        `json:"targets"`
 	Errors          []string        `json:"errors,omitempty"`
@@ -154,6 +156,25 @@ type Stored struct {
 	Requests         map[string]float64 `json:"requests"`
 }
 
+// Steady is a long run at a fixed rate with retention (its tasks' run is among Runs, by
+// Name), with the memory of the operator and of its agents sampled over time.
+type Steady struct {
+	Name             string         `json:"name"`
+	StartedAt        time.Time      `json:"startedAt"`
+	RetentionSeconds float64        `json:"retentionSeconds"`
+	Samples          []SteadySample `json:"samples"`
+}
+
+// SteadySample is the steady run at one time: the operator's RSS, the largest and the
+// total RSS of its agent processes, and the tasks stored in its namespace.
+type SteadySample struct {
+	Seconds          float64 `json:"seconds"`
+	OperatorRSSBytes uint64  `json:"operatorRSSBytes"`
+	AgentRSSBytes    uint64  `json:"agentMaxRSSBytes"`
+	AgentsRSSBytes   uint64  `json:"agentsRSSBytes"`
+	StoredTasks      int     `json:"storedTasks"`
+}
+
 // Baseline compares a Job per task with a task bound to a warm agent on one kwok cluster.
 type Baseline struct {
 	Nodes                int           `json:"nodes"`
@@ -184,6 +205,16 @@ func (r *Results) RunsOf(kind string) []Run {
 		return cmp.Or(cmp.Compare(a.TargetRate, b.TargetRate), cmp.Compare(a.Agents, b.Agents), cmp.Compare(a.Tasks, b.Tasks))
 	})
 	return out
+}
+
+// Run returns the run of a name, nil if none ran.
+func (r *Results) Run(name string) *Run {
+	for i := range r.Runs {
+		if r.Runs[i].Name == name {
+			return &r.Runs[i]
+		}
+	}
+	return nil
 }
 
 // Lost describes the runs whose tasks did not all succeed: the only failure of a run.

@@ -35,6 +35,7 @@ import (
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/lifecycle"
 	"github.com/aihub-dev/hive-operator/internal/statuspatch"
+	"github.com/aihub-dev/hive-operator/test/agentproc"
 	"github.com/aihub-dev/hive-operator/test/kwok"
 	"github.com/aihub-dev/hive-operator/test/operator"
 	"github.com/aihub-dev/hive-operator/test/perf/config"
@@ -60,6 +61,7 @@ type runner struct {
 	res                    *results.Results
 	root, workDir          string
 	operatorBinary         string
+	agentBinary            string
 	clusterAssets, kwokDir string
 	epoch                  time.Time
 }
@@ -92,7 +94,9 @@ func Run(ctx context.Context, o Options, res *results.Results) (err error) {
 	built := make(chan error, 1)
 	go func() {
 		var err error
-		r.operatorBinary, err = operator.Build(ctx, r.root, r.workDir)
+		if r.operatorBinary, err = operator.Build(ctx, r.root, r.workDir); err == nil && r.Workload.Steady.Duration.Duration > 0 {
+			r.agentBinary, err = agentproc.Build(ctx, r.root, r.workDir)
+		}
 		built <- err
 	}()
 	jobs := r.Workload.Baseline.Jobs > 0
@@ -166,7 +170,7 @@ func newClient(cfg *rest.Config) (*rest.Config, client.Client, error) {
 }
 
 // envtestPhases runs the bursts and the rates with bursts.agents agents, the rest of the
-// agent sweep, then the stored tasks. The watches they start end with them.
+// agent sweep, the steady run, then the stored tasks. The watches they start end with them.
 func (r *runner) envtestPhases(ctx context.Context, cl *cluster) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -183,8 +187,8 @@ func (r *runner) envtestPhases(ctx context.Context, cl *cluster) error {
 		sizes = append(sizes, w.AgentSweep.Tasks)
 	}
 	slices.Sort(sizes)
+	var ceiling *results.Ceiling
 	err := r.withWorld(ctx, cl, w.Bursts.Agents, func(wd *world) error {
-		var ceiling *results.Ceiling
 		var err error
 		for _, n := range sizes {
 			if ceiling, err = r.burst(ctx, cl, wd, n); err != nil {
@@ -206,6 +210,9 @@ func (r *runner) envtestPhases(ctx context.Context, cl *cluster) error {
 			})
 		}
 	}
+	if err == nil && w.Steady.Duration.Duration > 0 {
+		err = r.steady(ctx, cl, ceiling)
+	}
 	if err == nil && w.Stored.Tasks > 0 {
 		r.res.Stored, err = r.stored(ctx, cl, "bench-stored", w.Stored.Tasks, false)
 	}
@@ -217,7 +224,7 @@ func (r *runner) envtestPhases(ctx context.Context, cl *cluster) error {
 
 // withWorld sets up a world of n agents, runs f in it and tears it down.
 func (r *runner) withWorld(ctx context.Context, cl *cluster, agents int, f func(*world) error) error {
-	wd, err := r.newWorld(ctx, cl, fmt.Sprintf("bench-a%d", agents), "bench", agents, true)
+	wd, err := r.newWorld(ctx, cl, worldSpec{ns: fmt.Sprintf("bench-a%d", agents), hive: "bench", agents: agents, markReady: true})
 	if err != nil {
 		return err
 	}
@@ -428,7 +435,7 @@ func (r *runner) baseline(ctx context.Context) error {
 	res.JobToRunning, res.JobsRunning = stats.Summarise(jobs), len(jobs)
 	r.Logf("kwok: cluster created in %.0f s; Job → pod Running p50 %.1f ms (%d of %d)", res.ClusterCreateSeconds, res.JobToRunning.P50, len(jobs), w.Jobs)
 
-	wd, err := r.newWorld(ctx, cl, "default", "warm", 2, false)
+	wd, err := r.newWorld(ctx, cl, worldSpec{ns: "default", hive: "warm", agents: 2})
 	if err != nil {
 		return err
 	}

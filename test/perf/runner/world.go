@@ -21,10 +21,12 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
+	"github.com/aihub-dev/hive-operator/test/agentproc"
 	"github.com/aihub-dev/hive-operator/test/builder"
 	"github.com/aihub-dev/hive-operator/test/fleet"
 	"github.com/aihub-dev/hive-operator/test/kubelet"
@@ -82,6 +84,10 @@ type world struct {
 	rec      *recorder.Recorder
 	meter    *scraper.Meter
 	fleet    *fleet.Fleet
+	procs    *agentproc.Runtime
+	// deletes: the hive's retention deletes finished tasks during the run, so its outcome
+	// comes from the recorder, not from a list.
+	deletes bool
 	// The agents' requests; the agents whose task watch has synced, and their last error.
 	counter requestCounter
 	ready   atomic.Int64
@@ -89,12 +95,24 @@ type world struct {
 	cancel  context.CancelFunc
 }
 
+// worldSpec says what a world holds. markReady: the benchmark marks the agent pods Ready
+// (envtest has no kubelet; kwok does it). procs, when set, runs the agents as processes of
+// their own instead of in the benchmark's. retention is the hive's for finished tasks
+// (its default when 0).
+type worldSpec struct {
+	ns, hive  string
+	agents    int
+	markReady bool
+	procs     *agentproc.Runtime
+	retention time.Duration
+}
+
 // newWorld creates the namespace, starts the recorder and the operator, creates the hive and
-// waits until its agents run. markReady: the benchmark marks the agent pods Ready (envtest
-// has no kubelet; kwok does it).
-func (r *runner) newWorld(ctx context.Context, cl *cluster, ns, hive string, agents int, markReady bool) (w *world, err error) {
+// waits until its agents run.
+func (r *runner) newWorld(ctx context.Context, cl *cluster, spec worldSpec) (w *world, err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	w = &world{r: r, c: cl.client, ns: ns, hive: hive, agents: agents, cancel: cancel}
+	ns, hive, agents := spec.ns, spec.hive, spec.agents
+	w = &world{r: r, c: cl.client, ns: ns, hive: hive, agents: agents, cancel: cancel, procs: spec.procs, deletes: spec.retention > 0}
 	defer func() {
 		if err != nil {
 			w.close()
@@ -112,7 +130,11 @@ func (r *runner) newWorld(ctx context.Context, cl *cluster, ns, hive string, age
 	}
 	w.meter = &scraper.Meter{Cores: r.res.Machine.Cores, PIDs: maps.Clone(cl.pids)}
 	w.meter.PIDs["operator"], w.meter.PIDs["bench"] = w.op.PID(), os.Getpid()
-	if err := cl.client.Create(ctx, r.newHive(ns, hive, agents)); err != nil {
+	h := r.newHive(ns, hive, agents)
+	if spec.retention > 0 {
+		h.Spec.TaskRetention = &swarmv1alpha1.TaskRetentionSpec{TTLSecondsAfterFinished: ptr.To(int32(spec.retention.Seconds()))}
+	}
+	if err := cl.client.Create(ctx, h); err != nil {
 		return nil, fmt.Errorf("creating hive %s: %w", hive, err)
 	}
 	// The test kubelet marks the hive's pods Ready (unless kwok does) and the fleet runs a real
@@ -147,23 +169,29 @@ func (r *runner) newWorld(ctx context.Context, cl *cluster, ns, hive string, age
 		}, funcr.Options{}),
 	}
 	k := &kubelet.Kubelet{
-		Config: cl.config, Client: cl.client, Namespace: ns, MarkReady: markReady, Runtime: w.fleet,
+		Config: cl.config, Client: cl.client, Namespace: ns, MarkReady: spec.markReady, Runtime: w.fleet,
 		Selector: labels.SelectorFromSet(labels.Set{swarmv1alpha1.LabelHive: hive}),
+	}
+	ready := func() int { return int(w.ready.Load()) }
+	if w.procs != nil {
+		k.Runtime, ready = w.procs, w.procs.Ready
 	}
 	if err := k.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting the kubelet: %w", err)
 	}
 	// Ready once the agents' task watches have synced and the hive's status counts them.
-	h := &swarmv1alpha1.Hive{}
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute+time.Duration(agents)*100*time.Millisecond, true,
 		func(ctx context.Context) (bool, error) {
-			synced := int(w.ready.Load()) >= agents && w.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: hive}, h) == nil
+			synced := ready() >= agents && w.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: hive}, h) == nil
 			return synced && int(h.Status.ReadyReplicas) >= agents, w.op.Alive()
 		})
 	if err != nil {
 		last, _ := w.lastErr.Load().(string)
+		if w.procs != nil && w.procs.Err() != nil {
+			last = w.procs.Err().Error()
+		}
 		return nil, fmt.Errorf("%d of %d agents of hive %s ran (the hive reports %d ready; the agents' last error: %q): %w",
-			w.ready.Load(), agents, hive, h.Status.ReadyReplicas, last, err)
+			ready(), agents, hive, h.Status.ReadyReplicas, last, err)
 	}
 	r.Logf("%s: operator ready in %s, %d agents running", ns, w.startup.Round(time.Millisecond), agents)
 	return w, nil
@@ -173,6 +201,9 @@ func (r *runner) newWorld(ctx context.Context, cl *cluster, ns, hive string, age
 // measurements are over), then the operator.
 func (w *world) close() {
 	w.cancel()
+	if w.procs != nil {
+		w.procs.StopAll()
+	}
 	if w.fleet != nil {
 		_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true,
 			func(context.Context) (bool, error) { return len(w.fleet.Running()) == 0, nil })
@@ -215,8 +246,13 @@ func (w *world) run(ctx context.Context, name, prefix, kind string, n int, drive
 	winEnd, cpuEnd := w.rec.Now(), w.meter.Sample()
 	cpu1, peak, _, err1 := scraper.Process(pid)
 	req1, err2 := w.op.Metric(ctx, "rest_client_requests_total", "method")
-	if res.Outcome, err = outcome(ctx, w.c, w.ns, prefix, n); err != nil || errors.Join(err1, err2) != nil {
-		return res, errors.Join(err, err1, err2)
+	if w.deletes {
+		res.Outcome = tr.Outcome(n)
+	} else if res.Outcome, err = outcome(ctx, w.c, w.ns, prefix, n); err != nil {
+		return res, err
+	}
+	if err := errors.Join(err1, err2); err != nil {
+		return res, err
 	}
 	op := &res.Operator
 	op.StartupSeconds, op.PeakRSSBytes, op.CPUSeconds = stats.Round(w.startup.Seconds(), 3), peak, stats.Round((cpu1-cpu0).Seconds(), 2)
