@@ -188,7 +188,7 @@ bench-steady: ## Run the half-hour steady run alone and put it into docs/benchma
 	go run ./test/perf -config test/perf/configs/steady.yaml -into docs/benchmarks.json -write-docs $(BENCH_FLAGS)
 
 .PHONY: bench-quick
-bench-quick: ## Run a one-minute version of the benchmark (the CI smoke test: fails only if a task is lost).
+bench-quick: ## Run a three-minute version of the benchmark (the CI smoke test: fails only if a task is lost).
 	export KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh envtest)" E2E_K8S_DIR="$$(hack/setup-envtest.sh cluster)" \
 		E2E_KWOK_DIR="$$(hack/setup-envtest.sh print-kwok-dir)"; \
 	go run ./test/perf -quick $(BENCH_FLAGS)

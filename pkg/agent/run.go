@@ -212,7 +212,8 @@ func (r *runner) hasObserved() bool {
 // shutdown stops taking tasks, waits up to the grace for running handlers, cancels and
 // releases the rest, waits up to ReleaseTimeout for those writes (interrupting the backoff
 // of those still retrying then), gives back the tasks bound to it that its watch never
-// delivered, and gives handlers that still run a last moment to return. Nothing is written once it has returned.
+// delivered, and gives handlers that still run a last moment to return. Nothing is
+// written once it has returned.
 func (r *runner) shutdown() {
 	defer r.stopWrites()
 	r.mu.Lock()

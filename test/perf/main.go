@@ -5,7 +5,7 @@
 // when interrupted.
 //
 //	make bench                          # the full run, configs/full.yaml (about 55 minutes on 2 cores)
-//	make bench-quick                    # configs/quick.yaml, about two minutes; fails only if a task is lost
+//	make bench-quick                    # configs/quick.yaml, about three minutes; fails only if a task is lost
 //	make bench BENCH_FLAGS=-write-docs  # also rewrite docs/benchmarks.md, its plots and benchmarks.json
 //	make bench-steady                   # the half-hour steady run alone (configs/steady.yaml), put into
 //	                                    # docs/benchmarks.json and its page with -into and -write-docs
@@ -45,7 +45,7 @@ import (
 )
 
 var (
-	quick     = flag.Bool("quick", false, "Run configs/quick.yaml: about a minute, for CI.")
+	quick     = flag.Bool("quick", false, "Run configs/quick.yaml: about three minutes, for CI.")
 	workload  = flag.String("config", "", "Workload file (default: test/perf/configs/full.yaml, or quick.yaml with -quick).")
 	targets   = flag.String("targets", "", "Targets file (default: test/perf/configs/targets.yaml).")
 	outJSON   = flag.String("out-json", filepath.Join(os.TempDir(), "bench-results.json"), "File the results are written to as JSON.")

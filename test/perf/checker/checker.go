@@ -245,7 +245,14 @@ func steadyGrowth(r *results.Results, t config.Target) (float64, map[string]any,
 	}
 	q := len(rss) / 4
 	from, to := stat.Mean(rss[:q], nil), stat.Mean(rss[len(rss)-q:], nil)
-	run := r.Run(s.Name)
+	run, last := r.Run(s.Name), s.Samples[len(s.Samples)-1]
+	// What the retention alone keeps stored at this rate; more at the end is a queue that
+	// grew because the tasks arrived faster than they were run and deleted.
+	kept := 0
+	if run != nil {
+		kept = int(run.TargetRate * s.RetentionSeconds)
+	}
 	return stats.Round(100*stats.Ratio(to-from, from), 1), map[string]any{"s": s, "run": run, "fromMB": from / (1 << 20), "toMB": to / (1 << 20),
-		"first": s.Samples[0], "last": s.Samples[len(s.Samples)-1]}, ""
+		"first": s.Samples[0], "last": last, "kept": kept, "backlog": max(last.StoredTasks-kept, 0),
+		"backlogGrew": float64(last.StoredTasks) > 1.2*float64(kept)}, ""
 }
