@@ -36,7 +36,7 @@ func TestLoadWorkload(t *testing.T) {
 	if full, err := LoadWorkload("../configs/full.yaml"); err != nil || full.Stored.Tasks != 100000 || full.Steady.Duration.Duration != 30*time.Minute {
 		t.Errorf("full.yaml = %+v, %v", full, err)
 	}
-	if steady, err := LoadWorkload("../configs/steady.yaml"); err != nil || steady.Steady != Steady(must(LoadWorkload("../configs/full.yaml")).Steady) || steady.Stored.Tasks+steady.Baseline.Jobs+len(steady.OpenLoop.RatePercents) != 0 {
+	if steady, err := LoadWorkload("../configs/steady.yaml"); err != nil || steady.Steady != must(LoadWorkload("../configs/full.yaml")).Steady || steady.Stored.Tasks+steady.Baseline.Jobs+len(steady.OpenLoop.RatePercents) != 0 {
 		t.Errorf("steady.yaml is not the steady run of full.yaml alone: %+v, %v", steady, err)
 	}
 
