@@ -24,17 +24,12 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
+	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
 // Build builds cmd/hive-agent of the module at root into dir and returns the binary's path.
 func Build(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "hive-agent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/hive-agent")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building hive-agent: %w: %s", err, out)
-	}
-	return bin, nil
+	return testenv.Build(ctx, root, dir, "hive-agent")
 }
 
 // Runtime runs hive-agent processes for pods.

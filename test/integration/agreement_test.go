@@ -105,11 +105,9 @@ func buildKubectlHive(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "kubectl-hive")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/kubectl-hive")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building kubectl-hive: %v: %s", err, out)
+	bin, err := testenv.Build(context.Background(), root, t.TempDir(), "kubectl-hive")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -24,6 +23,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
 // Options say how to run the operator.
@@ -74,14 +75,7 @@ type Process struct {
 
 // Build builds cmd/manager of the module at root into dir and returns the binary's path.
 func Build(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "manager")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("building the operator: %w: %s", err, out)
-	}
-	return bin, nil
+	return testenv.Build(ctx, root, dir, "manager")
 }
 
 // freePort returns a TCP port free on the loopback interface right now.

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -299,4 +300,17 @@ func Watch(ctx context.Context, cfg *rest.Config, ns string, sel labels.Selector
 		return nil, errors.Join(fmt.Errorf("the watches of %s did not sync within a minute", ns), context.Cause(ctx))
 	}
 	return c, nil
+}
+
+// Build builds the command cmd/<name> of the module at root into dir and returns the
+// binary's path: the suites run the operator, the agent and the plugin as the processes
+// they are.
+func Build(ctx context.Context, root, dir, name string) (string, error) {
+	bin := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/"+name)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %w: %s", name, err, out)
+	}
+	return bin, nil
 }
