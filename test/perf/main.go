@@ -1,24 +1,16 @@
 // Command perf measures the Hive operator on this machine: throughput against the API
 // server's own ceiling, latency against load, the API writes and the operator's CPU and
 // memory per task, start-up with many tasks stored, memory over a long run with retention,
-// and a warm agent against a Job per task on a simulated cluster. It starts everything it needs and removes it all at the end, also
-// when interrupted.
+// and a warm agent against a Job per task on a simulated cluster. It starts all it needs and
+// removes it at the end, also when interrupted. The make targets (bench, bench-quick,
+// bench-steady) provide the control-plane binaries, as they do for the tests.
 //
-//	make bench                          # the full run, configs/full.yaml (about 55 minutes on 2 cores)
-//	make bench-quick                    # configs/quick.yaml, about three minutes; fails only if a task is lost
-//	make bench BENCH_FLAGS=-write-docs  # also rewrite docs/benchmarks.md, its plots and benchmarks.json
-//	make bench-steady                   # the half-hour steady run alone (configs/steady.yaml), put into
-//	                                    # docs/benchmarks.json and its page with -into and -write-docs
-//	go run ./test/perf -from-json f     # check and render the results of an earlier run
-//
-// The make targets provide the control-plane binaries, as they do for the tests.
 // The workloads and the targets are data (configs/*.yaml). The results are written as JSON
-// to -out-json; the checker and the report (Markdown on stdout, and the docs page) work from
-// that file, so any run's results render again. Progress goes to stderr.
+// to -out-json; the checker and the report (Markdown on stdout, and with -write-docs the docs
+// page) work from that file, so any run's results render again (-from-json).
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -27,7 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 
@@ -94,10 +85,7 @@ func run(ctx context.Context) (code int) {
 	case err == nil && *fromJSON != "":
 		res, err = results.Read(*fromJSON)
 	case err == nil:
-		name := "full.yaml"
-		if *quick {
-			name = "quick.yaml"
-		}
+		name := map[bool]string{false: "full.yaml", true: "quick.yaml"}[*quick]
 		var w *config.Workload
 		if w, err = config.LoadWorkload(cmp.Or(*workload, filepath.Join(configs, name))); err == nil {
 			res = &results.Results{StartedAt: started, Machine: scraper.Machine(), Settings: *w}
@@ -107,7 +95,7 @@ func run(ctx context.Context) (code int) {
 			}
 			res.DurationSeconds = stats.Round(time.Since(started).Seconds(), 1)
 			if *into != "" {
-				res, err = mergeInto(*into, res)
+				res, err = results.MergeSteady(*into, res)
 			}
 		}
 	}
@@ -131,36 +119,11 @@ func run(ctx context.Context) (code int) {
 		if len(res.Errors) > 0 {
 			return fail(errors.New("the run failed; docs not written"))
 		}
-		dir, plotName, memoryName := filepath.Join(root, "docs"), "benchmarks-latency.svg", ""
-		var page, plot, memory bytes.Buffer
-		err := report.Plot(&plot, res, "svg")
-		if res.Steady != nil {
-			memoryName = "benchmarks-memory.svg"
-			err = errors.Join(err, report.PlotMemory(&memory, res, "svg"), os.WriteFile(filepath.Join(dir, memoryName), memory.Bytes(), 0o644))
+		if err := report.WriteDocs(filepath.Join(root, "docs"), res); err != nil {
+			return fail(err)
 		}
-		if err = errors.Join(err, report.Docs(&page, res, plotName, memoryName)); err == nil {
-			err = errors.Join(os.WriteFile(filepath.Join(dir, "benchmarks.md"), page.Bytes(), 0o644),
-				os.WriteFile(filepath.Join(dir, plotName), plot.Bytes(), 0o644), res.Write(filepath.Join(dir, "benchmarks.json")))
-		}
-		if err != nil {
-			return fail(fmt.Errorf("writing the docs: %w", err))
-		}
-		opts.Logf("wrote %s and its plot", filepath.Join(dir, "benchmarks.md"))
+		opts.Logf("wrote %s and its plots", filepath.Join(root, "docs", "benchmarks.md"))
 	}
 	opts.Logf("done in %s", time.Since(started).Round(time.Second))
 	return code
-}
-
-// mergeInto returns the results in path with the steady run of res in place of theirs
-// (the bursts it ran for its ceiling are left out), and its errors added.
-func mergeInto(path string, res *results.Results) (*results.Results, error) {
-	base, err := results.Read(path)
-	if err != nil || res.Steady == nil {
-		return nil, errors.Join(err, errors.New("-into: this run has no steady run"))
-	}
-	run := res.Run(res.Steady.Name)
-	base.Runs = append(slices.DeleteFunc(base.Runs, func(r results.Run) bool { return r.Kind == results.KindSteady }), *run)
-	base.Steady, base.Settings.Steady = res.Steady, res.Settings.Steady
-	base.Errors = append(base.Errors, res.Errors...)
-	return base, nil
 }

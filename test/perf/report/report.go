@@ -1,9 +1,10 @@
 // Package report renders a run's results: the Markdown tables printed after a run, and
-// docs/benchmarks.md (a text/template, benchmarks.md.tmpl) with its plot of latency against
-// the arrival rate (gonum/plot).
+// docs/benchmarks.md (a text/template, benchmarks.md.tmpl) with its plots (gonum/plot) of
+// latency against the arrival rate and of memory over the steady run.
 package report
 
 import (
+	"bytes"
 	"cmp"
 	_ "embed"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"io"
 	"maps"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/template"
@@ -26,11 +29,41 @@ import (
 	"github.com/aihub-dev/hive-operator/test/perf/stats"
 )
 
+// components are the metered processes, in the order the tables and texts list them.
+var components = []string{"apiserver", "etcd", "operator", "bench", "other"}
+
 // Funcs format figures in the page and in the targets' texts.
 var Funcs = template.FuncMap{
-	"ms":        Ms,
-	"mul":       func(a, b float64) float64 { return a * b },
-	"coresUsed": coresUsed,
+	"ms":  Ms,
+	"mul": func(a, b float64) float64 { return a * b },
+	// coresUsed says where the cores went during a phase, for the targets' texts.
+	"coresUsed": func(u results.CPUUse, cores float64) string {
+		var parts []string
+		for _, k := range components {
+			if v, ok := u.Cores[k]; ok {
+				parts = append(parts, fmt.Sprintf("%s %.2f", k, v))
+			}
+		}
+		if m, ok := u.Cores["machine"]; ok {
+			parts[len(parts)-1] += fmt.Sprintf(" (%.2f of %.0f busy)", m, cores)
+		}
+		return strings.Join(parts, ", ")
+	},
+	// cores lists the cores of each component, for the tables.
+	"cores": func(u results.CPUUse) string {
+		parts := []string{}
+		for _, k := range components {
+			if v, ok := u.Cores[k]; ok {
+				parts = append(parts, fmt.Sprintf("%.2f", v))
+			} else {
+				parts = append(parts, "–")
+			}
+		}
+		if len(u.Cores) == 0 {
+			return "–"
+		}
+		return strings.Join(parts, " / ")
+	},
 	// share is a component's share of the machine's cores.
 	"share": func(u results.CPUUse, k string, cores float64) float64 { return u.Cores[k] / cores },
 	"mb": func(b uint64) string {
@@ -54,35 +87,6 @@ var Funcs = template.FuncMap{
 		}
 		return cmp.Or(strings.Join(parts, ", "), "none")
 	},
-	// cores lists the cores of API server / etcd / operator / bench / other processes.
-	"cores": func(u results.CPUUse) string {
-		if len(u.Cores) == 0 {
-			return "–"
-		}
-		parts := []string{}
-		for _, k := range []string{"apiserver", "etcd", "operator", "bench", "other"} {
-			if v, ok := u.Cores[k]; ok {
-				parts = append(parts, fmt.Sprintf("%.2f", v))
-			} else {
-				parts = append(parts, "–")
-			}
-		}
-		return strings.Join(parts, " / ")
-	},
-}
-
-// coresUsed says where the cores went during a phase, for the targets' texts.
-func coresUsed(u results.CPUUse, cores float64) string {
-	var parts []string
-	for _, k := range []string{"apiserver", "etcd", "operator", "bench", "other"} {
-		if v, ok := u.Cores[k]; ok {
-			parts = append(parts, fmt.Sprintf("%s %.2f", k, v))
-		}
-	}
-	if m, ok := u.Cores["machine"]; ok {
-		return strings.Join(parts, ", ") + fmt.Sprintf(" (%.2f of %.0f busy)", m, cores)
-	}
-	return strings.Join(parts, ", ")
 }
 
 // Ms formats milliseconds: two decimals below 10 ms, one below 100, none above.
@@ -145,28 +149,47 @@ func Docs(w io.Writer, r *results.Results, plotFile, memoryPlotFile string) erro
 	return page.ExecuteTemplate(w, "page", data{R: r, H: "###", Plot: plotFile, MemoryPlot: memoryPlotFile})
 }
 
+// WriteDocs writes benchmarks.md, its plots and the results (benchmarks.json) into dir.
+func WriteDocs(dir string, r *results.Results) error {
+	files := map[string]*bytes.Buffer{"benchmarks.md": {}, "benchmarks-latency.svg": {}}
+	err := Plot(files["benchmarks-latency.svg"], r, "svg")
+	memoryPlot := ""
+	if r.Steady != nil {
+		memoryPlot, files["benchmarks-memory.svg"] = "benchmarks-memory.svg", &bytes.Buffer{}
+		err = errors.Join(err, PlotMemory(files[memoryPlot], r, "svg"))
+	}
+	err = errors.Join(err, Docs(files["benchmarks.md"], r, "benchmarks-latency.svg", memoryPlot))
+	for name, b := range files {
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o644)
+		}
+	}
+	if err = errors.Join(err, r.Write(filepath.Join(dir, "benchmarks.json"))); err != nil {
+		return fmt.Errorf("writing the docs: %w", err)
+	}
+	return nil
+}
+
+// newPlot returns a plot with its titles, a grid and the legend at the top left.
+func newPlot(title, x, y string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text, p.X.Label.Text, p.Y.Label.Text = title, x, y
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Add(plotter.NewGrid())
+	return p
+}
+
 // PlotMemory draws the resident memory of the operator and of the largest agent over the
 // steady run, in MB against minutes, in a format gonum/plot writes.
 func PlotMemory(w io.Writer, r *results.Results, format string) error {
-	p := plot.New()
-	p.Title.Text = "Memory over a long run with retention"
-	p.X.Label.Text = "time (minutes)"
-	p.Y.Label.Text = "resident memory (MB)"
-	p.Legend.Top, p.Legend.Left = true, true
-	p.Add(plotter.NewGrid())
 	if r.Steady == nil {
 		return errors.New("plotting memory: the steady run did not run")
 	}
-	for k, line := range []struct {
-		label string
-		bytes func(results.SteadySample) uint64
-	}{
-		{"operator", func(s results.SteadySample) uint64 { return s.OperatorRSSBytes }},
-		{"largest agent", func(s results.SteadySample) uint64 { return s.AgentRSSBytes }},
-	} {
+	p := newPlot("Memory over a long run with retention", "time (minutes)", "resident memory (MB)")
+	for k, agent := range []bool{false, true} {
 		xys := make(plotter.XYs, len(r.Steady.Samples))
 		for i, s := range r.Steady.Samples {
-			xys[i] = plotter.XY{X: s.Seconds / 60, Y: float64(line.bytes(s)) / (1 << 20)}
+			xys[i] = plotter.XY{X: s.Seconds / 60, Y: float64(map[bool]uint64{false: s.OperatorRSSBytes, true: s.AgentRSSBytes}[agent]) / (1 << 20)}
 		}
 		l, err := plotter.NewLine(xys)
 		if err != nil {
@@ -174,7 +197,7 @@ func PlotMemory(w io.Writer, r *results.Results, format string) error {
 		}
 		l.Color, l.Width = plotutil.Color(k), vg.Points(1.5)
 		p.Add(l)
-		p.Legend.Add(line.label, l)
+		p.Legend.Add(map[bool]string{false: "operator", true: "largest agent"}[agent], l)
 	}
 	p.X.Min, p.Y.Min = 0, 0
 	p.Y.Max *= 1.3 // room for the legend
@@ -201,13 +224,9 @@ const QueueWaitFigure = "queueWait"
 // queue-wait target.
 func Plot(w io.Writer, r *results.Results, format string) error {
 	const floorMs = 0.1 // a log axis has no zero
-	p := plot.New()
-	p.Title.Text = "Latency against arrival rate (" + r.Settings.Mode + " run)"
-	p.X.Label.Text = "arrival rate (tasks/s, open loop; % of the measured ceiling)"
-	p.Y.Label.Text = "latency (ms, log scale)"
+	p := newPlot("Latency against arrival rate ("+r.Settings.Mode+" run)",
+		"arrival rate (tasks/s, open loop; % of the measured ceiling)", "latency (ms, log scale)")
 	p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
-	p.Legend.Top, p.Legend.Left = true, true
-	p.Add(plotter.NewGrid())
 	rates := r.RunsOf(results.KindOpenLoop)
 	var ticks plot.ConstantTicks
 	for _, run := range rates {

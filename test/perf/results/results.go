@@ -6,6 +6,7 @@ package results
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -226,6 +227,19 @@ func (r *Results) Lost() string {
 		}
 	}
 	return strings.Join(bad, "; ")
+}
+
+// MergeSteady returns the results in path with the steady run of res in place of theirs
+// (the bursts it ran for its ceiling are left out), and its errors added.
+func MergeSteady(path string, res *Results) (*Results, error) {
+	base, err := Read(path)
+	if err != nil || res.Steady == nil {
+		return nil, errors.Join(err, errors.New("-into: this run has no steady run"))
+	}
+	base.Runs = append(slices.DeleteFunc(base.Runs, func(r Run) bool { return r.Kind == KindSteady }), *res.Run(res.Steady.Name))
+	base.Steady, base.Settings.Steady = res.Steady, res.Settings.Steady
+	base.Errors = append(base.Errors, res.Errors...)
+	return base, nil
 }
 
 // Write writes the results as indented JSON.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
@@ -44,16 +45,9 @@ func (r *runner) steady(ctx context.Context, cl *cluster, ceiling *results.Ceili
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	go func() {
 		defer close(sampled)
-		tick := time.NewTicker(s.SampleEvery.Duration)
-		defer tick.Stop()
-		for {
-			res.Samples = append(res.Samples, sample(sampleCtx, cl.client, ns, wd, time.Since(res.StartedAt)))
-			select {
-			case <-sampleCtx.Done():
-				return
-			case <-tick.C:
-			}
-		}
+		wait.UntilWithContext(sampleCtx, func(ctx context.Context) {
+			res.Samples = append(res.Samples, sample(ctx, cl.client, ns, wd, time.Since(res.StartedAt)))
+		}, s.SampleEvery.Duration)
 	}()
 	run, err := wd.run(ctx, res.Name, "steady", results.KindSteady, n, generator.Rate(n, rate))
 	stopSampling()
