@@ -45,12 +45,15 @@ var Funcs = template.FuncMap{
 			}
 		}
 		if m, ok := u.Cores["machine"]; ok {
-			parts[len(parts)-1] += fmt.Sprintf(" (%.2f of %.0f busy)", m, cores)
+			return strings.Join(parts, ", ") + fmt.Sprintf(" (%.2f of %.0f busy)", m, cores)
 		}
 		return strings.Join(parts, ", ")
 	},
 	// cores lists the cores of each component, for the tables.
 	"cores": func(u results.CPUUse) string {
+		if len(u.Cores) == 0 {
+			return "–"
+		}
 		parts := []string{}
 		for _, k := range components {
 			if v, ok := u.Cores[k]; ok {
@@ -58,9 +61,6 @@ var Funcs = template.FuncMap{
 			} else {
 				parts = append(parts, "–")
 			}
-		}
-		if len(u.Cores) == 0 {
-			return "–"
 		}
 		return strings.Join(parts, " / ")
 	},
