@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,6 +139,12 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		return errors.New("starting the kube-apiserver: it was not stopped by StopAPIServer, so its command is unknown")
 	}
 	cmd := c.stopped
+	// However the old process ended, its port must be free before the new one binds it.
+	if addr := securePort(cmd.argv); addr != "" {
+		if err := waitPortFree(ctx, addr, 30*time.Second); err != nil {
+			return fmt.Errorf("starting the kube-apiserver: %w", err)
+		}
+	}
 	logPath := c.logPath(KubeAPIServer)
 	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644) //nolint:gosec // the cluster's own log
 	if err != nil {
@@ -204,8 +211,26 @@ func splitNUL(b []byte) []string {
 
 // running reports whether a process exists and has not ended. A process kwokctl started
 // has been re-parented, and its new parent may be slow to reap it: a zombie counts as ended.
+// But a killed multi-threaded process shows its leader as a zombie while its other threads
+// are still ending, and its sockets are released only when the last has: so it has ended
+// only when every thread has.
 func running(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	proc := "/proc/" + strconv.Itoa(pid)
+	if !threadRunning(proc + "/stat") {
+		threads, _ := filepath.Glob(proc + "/task/*/stat")
+		for _, stat := range threads {
+			if threadRunning(stat) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// threadRunning reports whether the thread of a /proc stat file exists and is not a zombie.
+func threadRunning(path string) bool {
+	stat, err := os.ReadFile(path) //nolint:gosec // a /proc file
 	if err != nil {
 		return false
 	}
@@ -261,4 +286,45 @@ func logTail(path string) string {
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return "\n  " + strings.Join(lines[max(0, len(lines)-5):], "\n  ")
+}
+
+// securePort returns the address a kube-apiserver command listens on (its --bind-address,
+// 0.0.0.0 by default, and --secure-port), or "" if the command does not name its port.
+func securePort(argv []string) string {
+	host, port := "0.0.0.0", ""
+	for i := 1; i < len(argv); i++ {
+		name, value, found := strings.Cut(argv[i], "=")
+		if !found && i+1 < len(argv) && (name == "--secure-port" || name == "--bind-address") {
+			i++
+			value = argv[i]
+		}
+		switch name {
+		case "--secure-port":
+			port = value
+		case "--bind-address":
+			host = value
+		}
+	}
+	if port == "" {
+		return ""
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// waitPortFree waits until addr can be listened on, so that a restarted server does not
+// fail to bind a port its predecessor's socket still holds.
+func waitPortFree(ctx context.Context, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			return l.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("port %s is still in use: %w", addr, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
