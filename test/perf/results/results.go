@@ -232,11 +232,18 @@ func (r *Results) Lost() string {
 // MergeSteady returns the results in path with the steady run of res in place of theirs
 // (the bursts it ran for its ceiling are left out), and its errors added.
 func MergeSteady(path string, res *Results) (*Results, error) {
-	base, err := Read(path)
-	if err != nil || res.Steady == nil {
-		return nil, errors.Join(err, errors.New("-into: this run has no steady run"))
+	var run *Run
+	if res.Steady != nil {
+		run = res.Run(res.Steady.Name)
 	}
-	base.Runs = append(slices.DeleteFunc(base.Runs, func(r Run) bool { return r.Kind == KindSteady }), *res.Run(res.Steady.Name))
+	if run == nil {
+		return nil, errors.New("-into: this run has no steady run")
+	}
+	base, err := Read(path)
+	if err != nil {
+		return nil, fmt.Errorf("-into: %w", err)
+	}
+	base.Runs = append(slices.DeleteFunc(base.Runs, func(r Run) bool { return r.Kind == KindSteady }), *run)
 	base.Steady, base.Settings.Steady = res.Steady, res.Settings.Steady
 	base.Errors = append(base.Errors, res.Errors...)
 	return base, nil
