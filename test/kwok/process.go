@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,16 +217,11 @@ func splitNUL(b []byte) []string {
 // only when every thread has.
 func running(pid int) bool {
 	proc := "/proc/" + strconv.Itoa(pid)
-	if !threadRunning(proc + "/stat") {
-		threads, _ := filepath.Glob(proc + "/task/*/stat")
-		for _, stat := range threads {
-			if threadRunning(stat) {
-				return true
-			}
-		}
-		return false
+	if threadRunning(proc + "/stat") {
+		return true
 	}
-	return true
+	threads, _ := filepath.Glob(proc + "/task/*/stat")
+	return slices.ContainsFunc(threads, threadRunning)
 }
 
 // threadRunning reports whether the thread of a /proc stat file exists and is not a zombie.

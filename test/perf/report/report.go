@@ -186,10 +186,16 @@ func PlotMemory(w io.Writer, r *results.Results, format string) error {
 		return errors.New("plotting memory: the steady run did not run")
 	}
 	p := newPlot("Memory over a long run with retention", "time (minutes)", "resident memory (MB)")
-	for k, agent := range []bool{false, true} {
+	for k, line := range []struct {
+		label string
+		bytes func(results.SteadySample) uint64
+	}{
+		{"operator", func(s results.SteadySample) uint64 { return s.OperatorRSSBytes }},
+		{"largest agent", func(s results.SteadySample) uint64 { return s.AgentRSSBytes }},
+	} {
 		xys := make(plotter.XYs, len(r.Steady.Samples))
 		for i, s := range r.Steady.Samples {
-			xys[i] = plotter.XY{X: s.Seconds / 60, Y: float64(map[bool]uint64{false: s.OperatorRSSBytes, true: s.AgentRSSBytes}[agent]) / (1 << 20)}
+			xys[i] = plotter.XY{X: s.Seconds / 60, Y: float64(line.bytes(s)) / (1 << 20)}
 		}
 		l, err := plotter.NewLine(xys)
 		if err != nil {
@@ -197,7 +203,7 @@ func PlotMemory(w io.Writer, r *results.Results, format string) error {
 		}
 		l.Color, l.Width = plotutil.Color(k), vg.Points(1.5)
 		p.Add(l)
-		p.Legend.Add(map[bool]string{false: "operator", true: "largest agent"}[agent], l)
+		p.Legend.Add(line.label, l)
 	}
 	p.X.Min, p.Y.Min = 0, 0
 	p.Y.Max *= 1.3 // room for the legend
