@@ -9,6 +9,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -38,9 +39,11 @@ type Fleet struct {
 	// Logger receives the agents' logs.
 	Logger logr.Logger
 
-	mu     sync.Mutex
-	agents map[string]*member
-	ran    atomic.Int64
+	mu      sync.Mutex
+	agents  map[string]*member
+	ran     atomic.Int64
+	ready   atomic.Int64
+	lastErr atomic.Pointer[error]
 }
 
 type member struct {
@@ -61,6 +64,7 @@ func (f *Fleet) Start(pod *corev1.Pod) {
 		return
 	}
 	cut := &atomic.Bool{}
+	log := f.Logger.WithSink(sink{next: f.Logger.GetSink(), f: f})
 	base := f.Config
 	if f.ConfigFor != nil {
 		base = f.ConfigFor(pod)
@@ -86,7 +90,7 @@ func (f *Fleet) Start(pod *corev1.Pod) {
 		Concurrency:   agentpod.Slots(pod),
 		HealthAddr:    "0",
 		ShutdownGrace: 5 * time.Second,
-		Logger:        f.Logger,
+		Logger:        log,
 	}
 	if f.Options != nil {
 		f.Options(pod, &opts)
@@ -99,7 +103,7 @@ func (f *Fleet) Start(pod *corev1.Pod) {
 	go func() {
 		defer close(m.done)
 		if err := agent.Run(ctx, opts, handler); err != nil && !cut.Load() {
-			f.Logger.Error(err, "agent stopped with an error", "pod", pod.Name)
+			log.Error(err, "agent stopped with an error", "pod", pod.Name)
 		}
 	}()
 }
@@ -148,3 +152,62 @@ func (f *Fleet) Running() []string {
 
 // Started returns how many agents the fleet has started in all.
 func (f *Fleet) Started() int { return int(f.ran.Load()) }
+
+// Ready returns how many agents have said they are ready (their task watch synced), as
+// test/agentproc counts them from its processes' logs.
+func (f *Fleet) Ready() int { return int(f.ready.Load()) }
+
+// Err returns the last error an agent logged, nil when none has.
+func (f *Fleet) Err() error {
+	if err := f.lastErr.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// sink reads the agents' logs on their way to Logger's sink (nil: discarded): the fleet
+// learns what an agent process would say only in its log.
+type sink struct {
+	next logr.LogSink
+	f    *Fleet
+}
+
+func (s sink) Init(info logr.RuntimeInfo) {
+	if s.next != nil {
+		s.next.Init(info)
+	}
+}
+
+// Enabled is true at every level, so that the fleet sees what it counts.
+func (s sink) Enabled(int) bool { return true }
+
+func (s sink) Info(level int, msg string, kv ...any) {
+	if msg == "agent ready" {
+		s.f.ready.Add(1)
+	}
+	if s.next != nil && s.next.Enabled(level) {
+		s.next.Info(level, msg, kv...)
+	}
+}
+
+func (s sink) Error(err error, msg string, kv ...any) {
+	seen := fmt.Errorf("%s: %w", msg, err)
+	s.f.lastErr.Store(&seen)
+	if s.next != nil {
+		s.next.Error(err, msg, kv...)
+	}
+}
+
+func (s sink) WithValues(kv ...any) logr.LogSink {
+	if s.next != nil {
+		s.next = s.next.WithValues(kv...)
+	}
+	return s
+}
+
+func (s sink) WithName(name string) logr.LogSink {
+	if s.next != nil {
+		s.next = s.next.WithName(name)
+	}
+	return s
+}

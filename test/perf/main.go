@@ -80,6 +80,9 @@ func run(ctx context.Context) (code int) {
 	}
 	configs, path := filepath.Join(root, "test", "perf", "configs"), cmp.Or(*fromJSON, *outJSON)
 	tg, err := config.LoadTargets(cmp.Or(*targets, filepath.Join(configs, "targets.yaml")))
+	if err == nil { // a target whose figure cannot be computed is refused before a run, not after it
+		_, err = checker.Check(&results.Results{}, tg)
+	}
 	var res *results.Results
 	switch {
 	case err == nil && *fromJSON != "":

@@ -2,6 +2,7 @@ package checker
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,33 @@ func TestCheck(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, statuses); diff != "" {
 				t.Errorf("statuses (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A target whose expression does not compile, fails or returns no figure is an error naming
+// the target, not a panic.
+func TestCheckErrors(t *testing.T) {
+	for name, tt := range map[string]struct{ compute, wantErr string }{
+		"a misspelt field":      {`{value: len(Runz)}`, "does not compile: unknown name Runz"},
+		"a figure not a map":    {`len(Runs)`, "does not compile: expected map"},
+		"a helper's wrong type": {`{value: roundTo("1", 1)}`, "does not compile: cannot use string"},
+		"an index out of range": {`{value: Runs[99].TasksPerSec}`, "failed: index out of range"},
+		"a nil dereference":     {`{value: Steady.RetentionSeconds}`, "its expression failed"},
+		"no value":              {`{runs: Runs}`, "returned value <nil>"},
+		"an int value":          {`{value: len(Runs)}`, "returned value 6"},
+		"a reason not a string": {`{missing: 1}`, "missing 1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := results.Read("../testdata/results.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Steady = nil
+			_, err = Check(r, []config.Target{{Name: "broken", Figure: "x", Compute: tt.compute, Op: "<", Goal: "g", Measured: "m"}})
+			if err == nil || !strings.HasPrefix(err.Error(), "target broken: ") || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error %v, want one naming the target with %q", err, tt.wantErr)
 			}
 		})
 	}

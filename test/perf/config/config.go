@@ -5,10 +5,12 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
 
+	"github.com/expr-lang/expr/parser"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -77,11 +79,13 @@ type Baseline struct {
 	Nodes   int             `json:"nodes"`
 }
 
-// Target is one target: the checker computes its figure from the results and compares it
-// with Limit by Op (one of Ops). Goal, Measured and Why are text/templates.
+// Target is one target: the checker computes its figure from the results with Compute, an
+// expr-lang expression, and compares it with Limit by Op (one of Ops); Figure is the figure's
+// short name (the report finds a target by it). Goal, Measured and Why are text/templates.
 type Target struct {
 	Name     string             `json:"name"`
 	Figure   string             `json:"figure"`
+	Compute  string             `json:"compute"`
 	Op       string             `json:"op"`
 	Limit    float64            `json:"limit"`
 	Unit     string             `json:"unit"`
@@ -91,8 +95,12 @@ type Target struct {
 	Why      string             `json:"why,omitempty"`
 }
 
-// Ops are the comparisons a target may make.
-var Ops = []string{"<", "<=", ">="}
+// Ops are the comparisons a target may make of its figure with its limit.
+var Ops = map[string]func(value, limit float64) bool{
+	"<":  func(v, l float64) bool { return v < l },
+	"<=": func(v, l float64) bool { return v <= l },
+	">=": func(v, l float64) bool { return v >= l },
+}
 
 // LoadWorkload reads and checks a workload file.
 func LoadWorkload(path string) (*Workload, error) {
@@ -125,15 +133,20 @@ func LoadWorkload(path string) (*Workload, error) {
 	return w, nil
 }
 
-// LoadTargets reads and checks a targets file.
+// LoadTargets reads and checks a targets file. An expression that does not parse is refused
+// here, before a run; the checker compiles it against the results' types (which this package
+// cannot import), so a misspelt field is refused there.
 func LoadTargets(path string) ([]Target, error) {
 	var targets []Target
 	if err := load(path, &targets); err != nil {
 		return nil, err
 	}
 	for _, t := range targets {
-		if t.Name == "" || t.Figure == "" || !slices.Contains(Ops, t.Op) {
-			return nil, fmt.Errorf("%s: target %q needs a name, a figure and an op among %v", path, t.Name, Ops)
+		if t.Name == "" || t.Figure == "" || t.Compute == "" || Ops[t.Op] == nil {
+			return nil, fmt.Errorf("%s: target %q needs a name, a figure, a compute expression and an op among %v", path, t.Name, slices.Sorted(maps.Keys(Ops)))
+		}
+		if _, err := parser.Parse(t.Compute); err != nil {
+			return nil, fmt.Errorf("%s: target %q: its compute expression does not parse: %w", path, t.Name, err)
 		}
 	}
 	return targets, nil

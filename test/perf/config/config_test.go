@@ -76,12 +76,19 @@ func TestLoadTargets(t *testing.T) {
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)
 	}
-	path := filepath.Join(t.TempDir(), "targets.yaml")
-	if err := os.WriteFile(path, []byte("- {name: x, figure: success, op: '=='}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := LoadTargets(path); err == nil || !strings.Contains(err.Error(), "an op among") {
-		t.Errorf("an unknown op: error %v", err)
+	dir := t.TempDir()
+	for name, tt := range map[string]struct{ yaml, wantErr string }{
+		"an unknown op":                     {"- {name: x, figure: success, compute: '{value: 1.0}', op: '=='}\n", `target "x" needs a name, a figure, a compute expression and an op among [< <= >=]`},
+		"no expression":                     {"- {name: x, figure: success, op: '<'}\n", `target "x" needs a name, a figure, a compute expression`},
+		"an expression that does not parse": {"- {name: x, figure: success, compute: 'let v = ; v', op: '<'}\n", `target "x": its compute expression does not parse`},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+		if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadTargets(path); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("%s: error %v, want one with %q", name, err, tt.wantErr)
+		}
 	}
 }
 

@@ -29,11 +29,11 @@ type Recorder struct {
 }
 
 // Track holds the times of the tasks of one run, by name; a task that failed has ended but
-// has no finish time.
+// has no finish time, and one deleted before it ended is lost.
 type Track struct {
-	mu                              sync.Mutex
-	created, bound, finished, ended map[string]int64
-	lastProgress                    int64
+	mu                                    sync.Mutex
+	created, bound, finished, ended, lost map[string]int64
+	lastProgress                          int64
 }
 
 // Label marks each task with its run, whose track the recorder finds by it.
@@ -43,7 +43,10 @@ const Label = "bench.aihub.dev/run"
 func Start(ctx context.Context, cfg *rest.Config, ns string, epoch time.Time) (*Recorder, error) {
 	r := &Recorder{epoch: epoch, tracks: map[string]*Track{}}
 	_, err := testenv.Watch(ctx, cfg, ns, nil, map[client.Object]toolscache.ResourceEventHandler{
-		&swarmv1alpha1.Task{}: toolscache.ResourceEventHandlerFuncs{AddFunc: r.onTask, UpdateFunc: func(_, obj any) { r.onTask(obj) }},
+		&swarmv1alpha1.Task{}: toolscache.ResourceEventHandlerFuncs{
+			AddFunc: func(obj any) { r.onTask(obj, false) }, UpdateFunc: func(_, obj any) { r.onTask(obj, false) },
+			DeleteFunc: func(obj any) { r.onTask(obj, true) },
+		},
 		&swarmv1alpha1.Hive{}: toolscache.ResourceEventHandlerFuncs{UpdateFunc: func(old, obj any) {
 			o, _ := old.(*swarmv1alpha1.Hive)
 			if h, _ := obj.(*swarmv1alpha1.Hive); o != nil && h != nil && !equality.Semantic.DeepEqual(o.Status, h.Status) {
@@ -61,7 +64,8 @@ func (r *Recorder) Now() int64 { return int64(time.Since(r.epoch)) }
 
 // Track registers a run.
 func (r *Recorder) Track(run string) *Track {
-	t := &Track{created: map[string]int64{}, bound: map[string]int64{}, finished: map[string]int64{}, ended: map[string]int64{}, lastProgress: r.Now()}
+	t := &Track{created: map[string]int64{}, bound: map[string]int64{}, finished: map[string]int64{}, ended: map[string]int64{},
+		lost: map[string]int64{}, lastProgress: r.Now()}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tracks[run] = t
@@ -75,7 +79,10 @@ func (r *Recorder) Created(t *Track, name string) {
 	t.created[name] = r.Now()
 }
 
-func (r *Recorder) onTask(obj any) {
+func (r *Recorder) onTask(obj any, deleted bool) {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
 	task, _ := obj.(*swarmv1alpha1.Task)
 	if task == nil {
 		return
@@ -92,31 +99,35 @@ func (r *Recorder) onTask(obj any) {
 	if _, ok := t.bound[task.Name]; !ok && task.Status.Agent != "" {
 		t.bound[task.Name] = at
 	}
-	switch task.Status.Phase {
-	case swarmv1alpha1.TaskSucceeded, swarmv1alpha1.TaskFailed, swarmv1alpha1.TaskCancelled:
-		if _, ok := t.ended[task.Name]; !ok {
-			if t.ended[task.Name], t.lastProgress = at, at; task.Status.Phase == swarmv1alpha1.TaskSucceeded {
-				t.finished[task.Name] = at
-			}
+	if _, ended := t.ended[task.Name]; ended {
+		return
+	}
+	switch phase := task.Status.Phase; {
+	case phase.Finished():
+		if t.ended[task.Name], t.lastProgress = at, at; phase == swarmv1alpha1.TaskSucceeded {
+			t.finished[task.Name] = at
 		}
+	case deleted: // the retention deletes only finished tasks: this one is gone unfinished
+		t.lost[task.Name], t.lastProgress = at, at
 	}
 }
 
-// Done reports whether every created task of a track ended, and how long since the last did.
+// Done reports whether every created task of a track ended or was lost, and how long since
+// the last did.
 func (r *Recorder) Done(t *Track) (done bool, idle time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.ended) >= len(t.created), time.Duration(r.Now() - t.lastProgress)
+	return len(t.ended)+len(t.lost) >= len(t.created), time.Duration(r.Now() - t.lastProgress)
 }
 
-// Outcome counts how the tasks of a track ended, from what the watch saw: for runs whose
-// finished tasks are deleted before a list could count them. A task the watch never saw
-// end counts as unfinished.
+// Outcome counts how the tasks of a track ended, from what the watch saw, so that it holds
+// also for runs whose retention deletes finished tasks before a list could count them. A
+// task the watch never saw end counts as unfinished; one deleted before it ended, as lost.
 func (t *Track) Outcome(submitted int) results.Outcome {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return results.Outcome{Submitted: submitted, Succeeded: len(t.finished), Failed: len(t.ended) - len(t.finished),
-		Unfinished: max(submitted-len(t.ended), 0)}
+		Missing: len(t.lost), Unfinished: max(submitted-len(t.ended)-len(t.lost), 0)}
 }
 
 // HiveWritesBetween counts the hive status writes seen between two recorder times.

@@ -81,8 +81,7 @@ func (o Outcome) String() string {
 // CPUUse is how many cores each component used on average over a phase: the processes
 // metered, "machine" (all busy cores) and "other" (busy cores not accounted to them).
 type CPUUse struct {
-	WallSeconds float64            `json:"wallSeconds"`
-	Cores       map[string]float64 `json:"cores"`
+	Cores map[string]float64 `json:"cores"`
 }
 
 // Ceiling is the plain-client run with no operator; WriteLatency is the round trip of each
@@ -91,7 +90,6 @@ type Ceiling struct {
 	Tasks           int           `json:"tasks"`
 	DurationSeconds float64       `json:"durationSeconds"`
 	TasksPerSec     float64       `json:"tasksPerSec"`
-	WritesPerSec    float64       `json:"writesPerSec"`
 	WriteLatency    stats.Summary `json:"writeLatency"`
 	CPU             CPUUse        `json:"cpu"`
 }
@@ -128,7 +126,6 @@ type Run struct {
 	EndToEnd               stats.Summary `json:"endToEnd"`
 	Operator               OperatorUse   `json:"operator"`
 	AgentWrites            float64       `json:"agentWrites"`
-	AgentReads             float64       `json:"agentReads"`
 	HiveStatusWrites       int           `json:"hiveStatusWrites"`
 	HiveStatusWritesPerSec float64       `json:"hiveStatusWritesPerSec"`
 	WritesPerTask          float64       `json:"writesPerTask"`
@@ -139,22 +136,20 @@ type Run struct {
 	CPU                    CPUUse        `json:"cpu"`
 }
 
-// Stored is the operator started with many tasks already stored, queued or finished;
-// QueuedSeen is the hive's status.queuedTasks after the settle: the operator saw them.
+// Stored is the operator started with many tasks already stored, queued or finished, and
+// what it used from its start to the end of the settle; QueuedSeen is the hive's
+// status.queuedTasks then: the operator saw them.
 type Stored struct {
-	Tasks          int     `json:"tasks"`
-	InputBytes     int     `json:"inputBytes,omitempty"`
-	CreateSeconds  float64 `json:"createSeconds"`
-	StartupSeconds float64 `json:"startupSeconds"`
-	SettleSeconds  float64 `json:"settleSeconds"`
-	PeakRSSBytes   uint64  `json:"peakRSSBytes"`
-	RSSBytes       uint64  `json:"rssBytesAfterSettle"`
-	CPUSeconds     float64 `json:"cpuSeconds"`
-	QueuedSeen     int32   `json:"queuedTasksInHiveStatus"`
+	OperatorUse
+	Tasks         int     `json:"tasks"`
+	InputBytes    int     `json:"inputBytes,omitempty"`
+	CreateSeconds float64 `json:"createSeconds"`
+	SettleSeconds float64 `json:"settleSeconds"`
+	RSSBytes      uint64  `json:"rssBytesAfterSettle"`
+	QueuedSeen    int32   `json:"queuedTasksInHiveStatus"`
 	// EtcdBytesPerTask is how much etcd's database in use grew per task stored (every
 	// revision the apiserver has not compacted yet included).
-	EtcdBytesPerTask float64            `json:"etcdBytesPerTask,omitempty"`
-	Requests         map[string]float64 `json:"requests"`
+	EtcdBytesPerTask float64 `json:"etcdBytesPerTask,omitempty"`
 }
 
 // Steady is a long run at a fixed rate with retention (its tasks' run is among Runs, by

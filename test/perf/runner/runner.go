@@ -313,7 +313,7 @@ func (r *runner) ceiling(ctx context.Context, c client.Client, meter *scraper.Me
 		return nil, fmt.Errorf("the ceiling run: %w", err)
 	}
 	return &results.Ceiling{
-		Tasks: n, DurationSeconds: stats.Round(d, 3), TasksPerSec: stats.Round(float64(n)/d, 1), WritesPerSec: stats.Round(float64(3*n)/d, 1),
+		Tasks: n, DurationSeconds: stats.Round(d, 3), TasksPerSec: stats.Round(float64(n)/d, 1),
 		WriteLatency: stats.Summarise(lat), CPU: meter.Between(cpuStart, cpuEnd),
 	}, nil
 }
@@ -363,23 +363,20 @@ func (r *runner) stored(ctx context.Context, cl *cluster, ns string, n int, fini
 	if err != nil {
 		return nil, err
 	}
-	res.StartupSeconds = stats.Round(startup.Seconds(), 3)
 	r.Logf("%s: %d tasks stored in %.0f s; a fresh operator was ready in %s; settling for %s", ns, n, res.CreateSeconds, startup.Round(time.Millisecond), w.Settle.Duration)
 	generator.Sleep(ctx, w.Settle.Duration)
 	if err := errors.Join(op.Alive(), context.Cause(ctx)); err != nil {
 		return nil, fmt.Errorf("stored tasks: %w", err)
 	}
-	cpu, peak, rss, err1 := scraper.Process(op.PID())
-	req, err2 := op.Metric(ctx, "rest_client_requests_total", "method")
-	if err := errors.Join(err1, err2); err != nil {
+	if res.OperatorUse, res.RSSBytes, err = operatorUse(ctx, op); err != nil {
 		return nil, err
 	}
-	res.CPUSeconds, res.PeakRSSBytes, res.RSSBytes, res.Requests = stats.Round(cpu.Seconds(), 2), peak, rss, req
+	res.StartupSeconds = stats.Round(startup.Seconds(), 3)
 	h := &swarmv1alpha1.Hive{}
 	if err := cl.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: hive}, h); err == nil {
 		res.QueuedSeen = h.Status.QueuedTasks
 	}
-	r.Logf("%s: peak RSS %.0f MB, %.1f CPU s", ns, float64(peak)/(1<<20), res.CPUSeconds)
+	r.Logf("%s: peak RSS %.0f MB, %.1f CPU s", ns, mb(res.PeakRSSBytes), res.CPUSeconds)
 	return res, nil
 }
 

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,11 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -85,14 +84,9 @@ type world struct {
 	meter    *scraper.Meter
 	fleet    *fleet.Fleet
 	procs    *agentproc.Runtime
-	// deletes: the hive's retention deletes finished tasks during the run, so its outcome
-	// comes from the recorder, not from a list.
-	deletes bool
-	// The agents' requests; the agents whose task watch has synced, and their last error.
-	counter requestCounter
-	ready   atomic.Int64
-	lastErr atomic.Value
-	cancel  context.CancelFunc
+	// agentWrites counts the agents' writes: every request but a GET (gets, lists, watches).
+	agentWrites atomic.Int64
+	cancel      context.CancelFunc
 }
 
 // worldSpec says what a world holds. markReady: the benchmark marks the agent pods Ready
@@ -112,7 +106,7 @@ type worldSpec struct {
 func (r *runner) newWorld(ctx context.Context, cl *cluster, spec worldSpec) (w *world, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	ns, hive, agents := spec.ns, spec.hive, spec.agents
-	w = &world{r: r, c: cl.client, ns: ns, hive: hive, agents: agents, cancel: cancel, procs: spec.procs, deletes: spec.retention > 0}
+	w = &world{r: r, c: cl.client, ns: ns, hive: hive, agents: agents, cancel: cancel, procs: spec.procs}
 	defer func() {
 		if err != nil {
 			w.close()
@@ -142,9 +136,16 @@ func (r *runner) newWorld(ctx context.Context, cl *cluster, spec worldSpec) (w *
 	// defaults. The kubelet watches the pods once, so a thousand agents cost the API server
 	// only their own task watches; unbound pods are never deleted while the benchmark
 	// measures. The agents write through one client that counts their requests, and their
-	// logs are counted, never printed.
+	// logs are discarded.
 	cfg := rest.CopyConfig(cl.config)
-	cfg.WrapTransport = w.counter.wrap
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return promhttp.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			if req.Method != http.MethodGet {
+				w.agentWrites.Add(1)
+			}
+			return rt.RoundTrip(req)
+		})
+	}
 	writer, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
 	if err != nil {
 		return nil, fmt.Errorf("creating the agents' client: %w", err)
@@ -159,22 +160,18 @@ func (r *runner) newWorld(ctx context.Context, cl *cluster, spec worldSpec) (w *
 			}
 		},
 		Options: func(_ *corev1.Pod, o *agent.Options) { o.Client = writer },
-		Logger: funcr.New(func(_, args string) {
-			switch {
-			case strings.Contains(args, `"msg"="agent ready"`):
-				w.ready.Add(1)
-			case strings.Contains(args, `"error"=`):
-				w.lastErr.Store(args)
-			}
-		}, funcr.Options{}),
+	}
+	agentRuntime := interface {
+		kubelet.Runtime
+		Ready() int
+		Err() error
+	}(w.fleet)
+	if w.procs != nil {
+		agentRuntime = w.procs
 	}
 	k := &kubelet.Kubelet{
-		Config: cl.config, Client: cl.client, Namespace: ns, MarkReady: spec.markReady, Runtime: w.fleet,
+		Config: cl.config, Client: cl.client, Namespace: ns, MarkReady: spec.markReady, Runtime: agentRuntime,
 		Selector: labels.SelectorFromSet(labels.Set{swarmv1alpha1.LabelHive: hive}),
-	}
-	ready := func() int { return int(w.ready.Load()) }
-	if w.procs != nil {
-		k.Runtime, ready = w.procs, w.procs.Ready
 	}
 	if err := k.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting the kubelet: %w", err)
@@ -182,16 +179,12 @@ func (r *runner) newWorld(ctx context.Context, cl *cluster, spec worldSpec) (w *
 	// Ready once the agents' task watches have synced and the hive's status counts them.
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute+time.Duration(agents)*100*time.Millisecond, true,
 		func(ctx context.Context) (bool, error) {
-			synced := ready() >= agents && w.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: hive}, h) == nil
+			synced := agentRuntime.Ready() >= agents && w.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: hive}, h) == nil
 			return synced && int(h.Status.ReadyReplicas) >= agents, w.op.Alive()
 		})
 	if err != nil {
-		last, _ := w.lastErr.Load().(string)
-		if w.procs != nil && w.procs.Err() != nil {
-			last = w.procs.Err().Error()
-		}
-		return nil, fmt.Errorf("%d of %d agents of hive %s ran (the hive reports %d ready; the agents' last error: %q): %w",
-			ready(), agents, hive, h.Status.ReadyReplicas, last, err)
+		return nil, fmt.Errorf("%d of %d agents of hive %s ran (the hive reports %d ready; the agents' last error: %w): %w",
+			agentRuntime.Ready(), agents, hive, h.Status.ReadyReplicas, cmp.Or(agentRuntime.Err(), errors.New("none")), err)
 	}
 	r.Logf("%s: operator ready in %s, %d agents running", ns, w.startup.Round(time.Millisecond), agents)
 	return w, nil
@@ -218,12 +211,9 @@ func (w *world) close() {
 func (w *world) run(ctx context.Context, name, prefix, kind string, n int, drive generator.Driver) (results.Run, error) {
 	res := results.Run{Name: name, Kind: kind, Tasks: n, Agents: w.agents, Concurrency: w.r.Workload.Concurrency}
 	tr := w.rec.Track(prefix)
-	pid := w.op.PID()
-	scraper.ResetPeak(pid)
-	cpu0, _, _, err1 := scraper.Process(pid)
-	req0, err2 := w.op.Metric(ctx, "rest_client_requests_total", "method")
-	agentWrites, agentReads, cpuStart, winStart := w.counter.writes.Load(), w.counter.reads.Load(), w.meter.Sample(), w.rec.Now()
-	err := errors.Join(err1, err2)
+	scraper.ResetPeak(w.op.PID())
+	before, _, err := operatorUse(ctx, w.op)
+	agentWrites, cpuStart, winStart := w.agentWrites.Load(), w.meter.Sample(), w.rec.Now()
 	if err == nil {
 		err = drive(ctx, func(i int) error {
 			task := newTask(w.ns, w.hive, prefix, i)
@@ -244,21 +234,15 @@ func (w *world) run(ctx context.Context, name, prefix, kind string, n int, drive
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
 	winEnd, cpuEnd := w.rec.Now(), w.meter.Sample()
-	cpu1, peak, _, err1 := scraper.Process(pid)
-	req1, err2 := w.op.Metric(ctx, "rest_client_requests_total", "method")
-	if w.deletes {
-		res.Outcome = tr.Outcome(n)
-	} else if res.Outcome, err = outcome(ctx, w.c, w.ns, prefix, n); err != nil {
-		return res, err
-	}
-	if err := errors.Join(err1, err2); err != nil {
+	after, _, err := operatorUse(ctx, w.op)
+	if res.Outcome = tr.Outcome(n); err != nil {
 		return res, err
 	}
 	op := &res.Operator
-	op.StartupSeconds, op.PeakRSSBytes, op.CPUSeconds = stats.Round(w.startup.Seconds(), 3), peak, stats.Round((cpu1-cpu0).Seconds(), 2)
-	op.Requests = scraper.Sub(req1, req0)
+	op.StartupSeconds, op.PeakRSSBytes, op.CPUSeconds = stats.Round(w.startup.Seconds(), 3), after.PeakRSSBytes, stats.Round(after.CPUSeconds-before.CPUSeconds, 2)
+	op.Requests = scraper.Sub(after.Requests, before.Requests)
 	op.Writes, op.Reads = scraper.Split(op.Requests)
-	res.AgentWrites, res.AgentReads = float64(w.counter.writes.Load()-agentWrites), float64(w.counter.reads.Load()-agentReads)
+	res.AgentWrites = float64(w.agentWrites.Load() - agentWrites)
 	res.CPU = w.meter.Between(cpuStart, cpuEnd)
 	tr.Fill(&res)
 	t, hive := float64(n), w.rec.HiveWritesBetween(winStart, winEnd)
@@ -271,36 +255,12 @@ func (w *world) run(ctx context.Context, name, prefix, kind string, n int, drive
 	return res, nil
 }
 
-// outcome lists a run's tasks and counts how they ended.
-func outcome(ctx context.Context, c client.Client, ns, prefix string, submitted int) (results.Outcome, error) {
-	list := &swarmv1alpha1.TaskList{}
-	if err := c.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{recorder.Label: prefix}); err != nil {
-		return results.Outcome{}, fmt.Errorf("listing the tasks of run %s: %w", prefix, err)
-	}
-	o := results.Outcome{Submitted: submitted, Missing: max(submitted-len(list.Items), 0)}
-	for i := range list.Items {
-		switch list.Items[i].Status.Phase {
-		case swarmv1alpha1.TaskSucceeded:
-			o.Succeeded++
-		case swarmv1alpha1.TaskFailed, swarmv1alpha1.TaskCancelled:
-			o.Failed++
-		default:
-			o.Unfinished++
-		}
-	}
-	return o, nil
-}
-
-// requestCounter counts HTTP requests: reads (GET: gets, lists, watches) and writes.
-type requestCounter struct{ reads, writes atomic.Int64 }
-
-func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return promhttp.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		if req.Method == http.MethodGet {
-			c.reads.Add(1)
-		} else {
-			c.writes.Add(1)
-		}
-		return rt.RoundTrip(req)
-	})
+// operatorUse reads what the operator process has used since it started: CPU time, peak
+// and current RSS, and API requests by method.
+func operatorUse(ctx context.Context, op *operator.Process) (results.OperatorUse, uint64, error) {
+	cpu, peak, rss, err1 := scraper.Process(op.PID())
+	req, err2 := op.Metric(ctx, "rest_client_requests_total", "method")
+	u := results.OperatorUse{PeakRSSBytes: peak, CPUSeconds: stats.Round(cpu.Seconds(), 2), Requests: req}
+	u.Writes, u.Reads = scraper.Split(req)
+	return u, rss, errors.Join(err1, err2)
 }

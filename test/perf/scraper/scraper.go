@@ -118,7 +118,7 @@ func (m *Meter) Sample() Sample {
 // (all busy cores) and "other" (busy cores not accounted to a process).
 func (m *Meter) Between(a, b Sample) results.CPUUse {
 	wall := b.at.Sub(a.at).Seconds()
-	u := results.CPUUse{WallSeconds: stats.Round(wall, 2), Cores: map[string]float64{}}
+	u := results.CPUUse{Cores: map[string]float64{}}
 	if wall <= 0 {
 		return u
 	}
