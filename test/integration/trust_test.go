@@ -377,7 +377,7 @@ func TestTheOperatorCachesNoInputsOrResults(t *testing.T) {
 	ns := namespace(t)
 	op := startOperator(t)
 	input := strings.Repeat("x", 60000)
-	task := builder.Task(ns, "big").Hive("nowhere").Input(input).Obj()
+	task := builder.Task(ns, "big").Hive("nowhere").Input(input).Label("team", "search").Obj()
 	task.Annotations = map[string]string{lastApplied: `{"spec":{"input":"` + input + `"}}`}
 	create(t, task)
 	base := task.DeepCopy()
@@ -396,13 +396,14 @@ func TestTheOperatorCachesNoInputsOrResults(t *testing.T) {
 		if cached.Status.Attempt != 1 {
 			return fmt.Errorf("the cache shows attempt %d, not the status write", cached.Status.Attempt)
 		}
-		if cached.Spec.Input != "" || cached.Status.Result != "" || cached.Annotations[lastApplied] != "" {
-			return fmt.Errorf("the cache holds %d bytes of input, %d of result, %d of last-applied", len(cached.Spec.Input), len(cached.Status.Result), len(cached.Annotations[lastApplied]))
+		if cached.Spec.Input != "" || cached.Status.Result != "" || cached.Annotations[lastApplied] != "" || cached.Labels != nil {
+			return fmt.Errorf("the cache holds %d bytes of input, %d of result, %d of last-applied, labels %v",
+				len(cached.Spec.Input), len(cached.Status.Result), len(cached.Annotations[lastApplied]), cached.Labels)
 		}
 		return nil
 	})
-	if got := getTaskFromServer(t, ns, "big"); got.Spec.Input != input {
-		t.Error("the task's input was lost on the API server")
+	if got := getTaskFromServer(t, ns, "big"); got.Spec.Input != input || got.Labels["team"] != "search" {
+		t.Error("the task's input or labels were lost on the API server")
 	}
 	// Finished, it leaves the cache altogether.
 	base = getTaskFromServer(t, ns, "big")
