@@ -60,7 +60,7 @@ func fakeAPIServer(objs ...client.Object) client.WithWatch {
 // agentPodOf returns a Ready agent pod of hive built from spec at its revision (with that
 // spec's slots and capabilities), as the hive controller makes it.
 func agentPodOf(hive, spec *swarmv1alpha1.Hive, name string) *corev1.Pod {
-	p := agentpod.Build(spec, revision.Of(&spec.Spec.Template, &spec.Spec.Agent))
+	p := agentpod.Build(spec, revision.Of(&spec.Spec))
 	p.GenerateName, p.Name = "", name
 	p.OwnerReferences[0].UID = hive.UID
 	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}

@@ -239,7 +239,7 @@ func (r *HiveReconciler) decide(hive *swarmv1alpha1.Hive, obs hiveObservation, n
 	}
 	d.spec = pool.Spec{
 		Replicas:       int(replicas),
-		UpdateRevision: revision.Of(&hive.Spec.Template, &hive.Spec.Agent),
+		UpdateRevision: revision.Of(&hive.Spec),
 		MaxSurge:       surge,
 		MaxUnavailable: unavailable,
 		DrainTimeout:   hive.Spec.Rollout.DrainTimeoutOrDefault(),

@@ -32,6 +32,12 @@ const (
 	// DefaultTaskRetention is spec.taskRetention.ttlSecondsAfterFinished's default: how long
 	// a finished task that sets no TTL of its own is kept.
 	DefaultTaskRetention = time.Hour
+
+	// Defaults of spec.serving.
+	DefaultServingConcurrency  int32 = 8
+	DefaultServingPort         int32 = 8081
+	DefaultServingQueueLength  int32 = 100
+	DefaultServingQueueTimeout       = 10 * time.Second
 )
 
 // DefaultMaxSurge is spec.rollout.maxSurge's default.
@@ -121,6 +127,24 @@ func (a *AutoscalingSpec) ScaleDownWindowOrDefault() time.Duration {
 // IdleTimeoutOrDefault returns idleTimeout, or its default.
 func (a *AutoscalingSpec) IdleTimeoutOrDefault() time.Duration {
 	return durationOr(a.IdleTimeout, DefaultIdleTimeout)
+}
+
+// ConcurrencyOrDefault returns serving.concurrency, or its default.
+func (s *ServingSpec) ConcurrencyOrDefault() int32 {
+	return ptr.Deref(s.Concurrency, DefaultServingConcurrency)
+}
+
+// PortOrDefault returns serving.port, or its default.
+func (s *ServingSpec) PortOrDefault() int32 { return ptr.Deref(s.Port, DefaultServingPort) }
+
+// QueueLengthOrDefault returns serving.queueLength, or its default.
+func (s *ServingSpec) QueueLengthOrDefault() int32 {
+	return ptr.Deref(s.QueueLength, DefaultServingQueueLength)
+}
+
+// QueueTimeoutOrDefault returns serving.queueTimeout, or its default.
+func (s *ServingSpec) QueueTimeoutOrDefault() time.Duration {
+	return durationOr(s.QueueTimeout, DefaultServingQueueTimeout)
 }
 
 func durationOr(d *metav1.Duration, def time.Duration) time.Duration {

@@ -52,6 +52,54 @@ type HiveSpec struct {
 	// +kubebuilder:default={ttlSecondsAfterFinished: 3600}
 	// +optional
 	TaskRetention *TaskRetentionSpec `json:"taskRetention,omitempty"`
+
+	// serving, when set, lets the hive answer requests as well as tasks: a request sent to
+	// the hive gateway is forwarded to an agent with a free serving slot and answered
+	// synchronously, with no API write per request. The operator gives the agents the port
+	// and slots below as AGENT_SERVING_PORT and AGENT_SERVING_CONCURRENCY; changing either
+	// starts a rollout.
+	// +optional
+	Serving *ServingSpec `json:"serving,omitempty"`
+}
+
+// ServingSpec sets how a hive's agents answer requests. An agent's serving slots are its
+// own, apart from its task slots (spec.agent.concurrency): a request never waits for a
+// task, and a task never waits for a request.
+type ServingSpec struct {
+	// concurrency is how many requests one agent serves at once: its serving slots. An
+	// agent asked for more answers 429 and the gateway tries another.
+	// +kubebuilder:default=8
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	Concurrency *int32 `json:"concurrency,omitempty"`
+
+	// port is the container port the agents serve requests on (POST /v1/requests, see
+	// docs/agent-protocol.md).
+	// +kubebuilder:default=8081
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port *int32 `json:"port,omitempty"`
+
+	// queueLength is how many requests each gateway replica holds for the hive while every
+	// serving slot is busy, first in first out; one more is answered 503 with Retry-After.
+	// 0 answers at once when no slot is free.
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	QueueLength *int32 `json:"queueLength,omitempty"`
+
+	// queueTimeout is how long a request may wait in the queue for a free slot before it is
+	// answered 503 with Retry-After. A hive scaled to zero has this long to start its first
+	// agent.
+	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) <= duration('10m')",message="serving.queueTimeout must be a duration between 0s and 10m, such as 10s"
+	// +optional
+	QueueTimeout *metav1.Duration `json:"queueTimeout,omitempty"`
 }
 
 // TaskRetentionSpec says how long a hive's finished (Succeeded, Failed or Cancelled) tasks

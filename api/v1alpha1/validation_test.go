@@ -132,6 +132,26 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 			base: hiveYAML, mutate: muts(set("spec.taskRetention.ttlSecondsAfterFinished", int64(-1))),
 			wantErr: "spec.taskRetention.ttlSecondsAfterFinished in body should be greater than or equal to 0",
 		},
+		"hive: no serving slots": {
+			base: hiveYAML, mutate: muts(set("spec.serving.concurrency", int64(0))),
+			wantErr: "spec.serving.concurrency in body should be greater than or equal to 1",
+		},
+		"hive: serving port out of range": {
+			base: hiveYAML, mutate: muts(set("spec.serving.port", int64(70000))),
+			wantErr: "spec.serving.port in body should be less than or equal to 65535",
+		},
+		"hive: a negative request queue": {
+			base: hiveYAML, mutate: muts(set("spec.serving.queueLength", int64(-1))),
+			wantErr: "spec.serving.queueLength in body should be greater than or equal to 0",
+		},
+		"hive: a request queue timeout of an hour": {
+			base: hiveYAML, mutate: muts(set("spec.serving.queueTimeout", "1h")),
+			wantErr: "serving.queueTimeout must be a duration between 0s and 10m, such as 10s",
+		},
+		"hive: a request queue timeout that is no duration": {
+			base: hiveYAML, mutate: muts(set("spec.serving.queueTimeout", "soon")),
+			wantErr: "serving.queueTimeout must be a duration between 0s and 10m, such as 10s",
+		},
 		"hive: malformed capability": {
 			base: hiveYAML, mutate: muts(set("spec.agent.capabilities", []any{"GPU!"})),
 			wantErr: "spec.agent.capabilities: Invalid value: each capability must be a lowercase name",
@@ -418,6 +438,7 @@ func TestDefaults(t *testing.T) {
 		Spec: swarmv1alpha1.HiveSpec{
 			Template:    corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: "a"}}}},
 			Autoscaling: &swarmv1alpha1.AutoscalingSpec{MaxReplicas: 4},
+			Serving:     &swarmv1alpha1.ServingSpec{},
 		},
 	}
 	if err := env.Client.Create(ctx, hive); err != nil {
@@ -447,22 +468,29 @@ func TestDefaults(t *testing.T) {
 		},
 		Disruption:    &swarmv1alpha1.DisruptionSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1))},
 		TaskRetention: &swarmv1alpha1.TaskRetentionSpec{TTLSecondsAfterFinished: ptr.To[int32](3600)},
+		Serving: &swarmv1alpha1.ServingSpec{
+			Concurrency: ptr.To[int32](8), Port: ptr.To[int32](8081), QueueLength: ptr.To[int32](100),
+			QueueTimeout: &metav1.Duration{Duration: 10 * time.Second},
+		},
 	}
 	if diff := cmp.Diff(wantHive, got.Spec); diff != "" {
 		t.Errorf("hive defaults (-want +got):\n%s", diff)
 	}
 	// What the operator assumes of a hive read without the schema's defaulting is what the
 	// schema sets.
-	bare := swarmv1alpha1.HiveSpec{Autoscaling: &swarmv1alpha1.AutoscalingSpec{}}
+	bare := swarmv1alpha1.HiveSpec{Autoscaling: &swarmv1alpha1.AutoscalingSpec{}, Serving: &swarmv1alpha1.ServingSpec{}}
 	as, gs := bare.Autoscaling, got.Spec.Autoscaling
+	bs, gsv := bare.Serving, got.Spec.Serving
 	assumed := []any{bare.ReplicasOrDefault(), bare.Agent.ConcurrencyOrDefault(), bare.Rollout.MaxSurgeOrDefault(),
 		bare.Rollout.MaxUnavailableOrDefault(), bare.Rollout.DrainTimeoutOrDefault(), bare.DisruptionMaxUnavailableOrDefault(),
 		as.MinReplicasOrDefault(), as.TargetUtilizationPercentOrDefault(), as.ScaleUpWindowOrDefault(),
-		as.ScaleDownWindowOrDefault(), as.MaxScaleUpStepOrDefault(), as.IdleTimeoutOrDefault(), bare.TaskRetentionOrDefault()}
+		as.ScaleDownWindowOrDefault(), as.MaxScaleUpStepOrDefault(), as.IdleTimeoutOrDefault(), bare.TaskRetentionOrDefault(),
+		bs.ConcurrencyOrDefault(), bs.PortOrDefault(), bs.QueueLengthOrDefault(), bs.QueueTimeoutOrDefault()}
 	stored := []any{*got.Spec.Replicas, got.Spec.Agent.Concurrency, *got.Spec.Rollout.MaxSurge,
 		*got.Spec.Rollout.MaxUnavailable, got.Spec.Rollout.DrainTimeout.Duration, *got.Spec.Disruption.MaxUnavailable,
 		*gs.MinReplicas, *gs.TargetUtilizationPercent, gs.ScaleUpWindow.Duration,
-		gs.ScaleDownWindow.Duration, *gs.MaxScaleUpStep, gs.IdleTimeout.Duration, time.Duration(*got.Spec.TaskRetention.TTLSecondsAfterFinished) * time.Second}
+		gs.ScaleDownWindow.Duration, *gs.MaxScaleUpStep, gs.IdleTimeout.Duration, time.Duration(*got.Spec.TaskRetention.TTLSecondsAfterFinished) * time.Second,
+		*gsv.Concurrency, *gsv.Port, *gsv.QueueLength, gsv.QueueTimeout.Duration}
 	if diff := cmp.Diff(stored, assumed); diff != "" {
 		t.Errorf("the defaults the operator assumes differ from the schema's (-schema +assumed):\n%s", diff)
 	}

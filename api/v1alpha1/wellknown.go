@@ -24,6 +24,12 @@ const (
 	EnvAgentConcurrency = "AGENT_CONCURRENCY"
 	// EnvAgentCapabilities is spec.agent.capabilities joined with commas.
 	EnvAgentCapabilities = "AGENT_CAPABILITIES"
+	// EnvServingPort is spec.serving.port, set only when the hive serves requests: the
+	// agent answers POST /v1/requests on it.
+	EnvServingPort = "AGENT_SERVING_PORT"
+	// EnvServingConcurrency is spec.serving.concurrency, set only when the hive serves
+	// requests: how many requests the agent serves at once.
+	EnvServingConcurrency = "AGENT_SERVING_CONCURRENCY"
 
 	// TaskFieldAgent is the selectable field an agent watches its own tasks with.
 	TaskFieldAgent = "status.agent"
@@ -33,4 +39,32 @@ const (
 	// watch only the tasks that have not finished (UnfinishedTasks), so finished tasks leave
 	// their memory.
 	TaskFieldPhase = "status.phase"
+)
+
+// The request protocol between the hive gateway and an agent (docs/agent-protocol.md).
+const (
+	// RequestPath is where an agent serves requests: POST, the body is the input and the
+	// response body the result.
+	RequestPath = "/v1/requests"
+	// HeaderRequestID names a request (the gateway's id); an agent's handler sees it as the
+	// name of its task.
+	HeaderRequestID = "Hive-Request-Id"
+	// HeaderAttempt is the gateway's try of a request, from 1.
+	HeaderAttempt = "Hive-Attempt"
+	// HeaderTimeout is how long the agent may take, as a Go duration ("30s"): the
+	// handler's context ends then.
+	HeaderTimeout = "Hive-Timeout"
+	// HeaderAgent is the pod that answered, on every response of an agent.
+	HeaderAgent = "Hive-Agent"
+	// HeaderOutcome is "succeeded" or "failed": a header when the handler returned before
+	// writing, a trailer when it streamed.
+	HeaderOutcome = "Hive-Outcome"
+	// HeaderError is the handler's error, next to Hive-Outcome: failed.
+	HeaderError = "Hive-Error"
+)
+
+// Outcomes of a request, the values of HeaderOutcome.
+const (
+	OutcomeSucceeded = "succeeded"
+	OutcomeFailed    = "failed"
 )

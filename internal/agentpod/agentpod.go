@@ -66,13 +66,19 @@ func ServiceAccountName(hive *swarmv1alpha1.Hive) string {
 
 func agentEnv(hive *swarmv1alpha1.Hive) []corev1.EnvVar {
 	concurrency := hive.Spec.Agent.ConcurrencyOrDefault()
-	return []corev1.EnvVar{
+	env := []corev1.EnvVar{
 		{Name: swarmv1alpha1.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		{Name: swarmv1alpha1.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		{Name: swarmv1alpha1.EnvHiveName, Value: hive.Name},
 		{Name: swarmv1alpha1.EnvAgentConcurrency, Value: strconv.Itoa(int(concurrency))},
 		{Name: swarmv1alpha1.EnvAgentCapabilities, Value: strings.Join(hive.Spec.Agent.Capabilities, ",")},
 	}
+	if s := hive.Spec.Serving; s != nil {
+		env = append(env,
+			corev1.EnvVar{Name: swarmv1alpha1.EnvServingPort, Value: strconv.Itoa(int(s.PortOrDefault()))},
+			corev1.EnvVar{Name: swarmv1alpha1.EnvServingConcurrency, Value: strconv.Itoa(int(s.ConcurrencyOrDefault()))})
+	}
+	return env
 }
 
 // mergeEnv returns env with the agent variables set, replacing any of the same name: the
@@ -107,6 +113,27 @@ func Slots(pod *corev1.Pod) int {
 		}
 	}
 	return 1
+}
+
+// Serving returns the port an agent serves requests on and its serving slots: the
+// AGENT_SERVING_PORT and AGENT_SERVING_CONCURRENCY the operator gave its containers from
+// the spec of the agent's own revision, and false for an agent that serves no requests.
+func Serving(pod *corev1.Pod) (port, slots int, ok bool) {
+	v, ok := contractValue(pod, swarmv1alpha1.EnvServingPort)
+	if !ok {
+		return 0, 0, false
+	}
+	port, err := strconv.Atoi(v)
+	if err != nil || port < 1 || port > 65535 {
+		return 0, 0, false
+	}
+	slots = 1
+	if v, ok := contractValue(pod, swarmv1alpha1.EnvServingConcurrency); ok {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			slots = n
+		}
+	}
+	return port, slots, true
 }
 
 // Capabilities returns the capabilities the agent offers: the AGENT_CAPABILITIES the

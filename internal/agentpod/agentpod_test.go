@@ -49,6 +49,50 @@ func TestBuild(t *testing.T) {
 	if hive.Spec.Template.Labels[swarmv1alpha1.LabelHive] != "spoof" || len(hive.Spec.Template.Spec.Containers[0].Env) != 1 {
 		t.Error("Build changed the hive's template")
 	}
+	if _, _, ok := Serving(pod); ok {
+		t.Error("an agent of a hive without spec.serving serves requests")
+	}
+}
+
+func TestServing(t *testing.T) {
+	hive := &swarmv1alpha1.Hive{
+		ObjectMeta: metav1.ObjectMeta{Name: "h", Namespace: "ns"},
+		Spec: swarmv1alpha1.HiveSpec{
+			Serving:  &swarmv1alpha1.ServingSpec{},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main"}}}},
+		},
+	}
+	if port, slots, ok := Serving(Build(hive, "r")); !ok || port != 8081 || slots != 8 {
+		t.Errorf("Serving of the defaults = %d, %d, %v; want 8081, 8, true", port, slots, ok)
+	}
+	with := func(env ...corev1.EnvVar) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Env: env}}}}
+	}
+	port := func(v string) corev1.EnvVar { return corev1.EnvVar{Name: swarmv1alpha1.EnvServingPort, Value: v} }
+	slots := func(v string) corev1.EnvVar {
+		return corev1.EnvVar{Name: swarmv1alpha1.EnvServingConcurrency, Value: v}
+	}
+	cases := map[string]struct {
+		pod         *corev1.Pod
+		port, slots int
+		ok          bool
+	}{
+		"port and slots":      {with(port("9000"), slots("3")), 9000, 3, true},
+		"no slots given":      {with(port("9000")), 9000, 1, true},
+		"slots not a number":  {with(port("9000"), slots("x")), 9000, 1, true},
+		"no port":             {with(slots("3")), 0, 0, false},
+		"port not a number":   {with(port("http")), 0, 0, false},
+		"port out of range":   {with(port("70000"), slots("3")), 0, 0, false},
+		"port from elsewhere": {with(corev1.EnvVar{Name: swarmv1alpha1.EnvServingPort, ValueFrom: &corev1.EnvVarSource{}}), 0, 0, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p, s, ok := Serving(tc.pod)
+			if p != tc.port || s != tc.slots || ok != tc.ok {
+				t.Errorf("Serving = %d, %d, %v; want %d, %d, %v", p, s, ok, tc.port, tc.slots, tc.ok)
+			}
+		})
+	}
 }
 
 func TestState(t *testing.T) {
