@@ -54,6 +54,8 @@ type config struct {
 	contentType   string
 	echoDelay     time.Duration
 	healthAddr    string
+	servingAddr   string
+	servingSlots  int
 	runningAfter  time.Duration
 	shutdownGrace time.Duration
 	concurrency   int
@@ -70,7 +72,8 @@ var modeFlags = []struct{ flag, mode string }{
 
 const usageHeader = `Usage: hive-agent --mode=exec|http|echo [flags] [-- command [args...]]
 
-Runs as a Hive agent, taking the tasks bound to its pod and running each
+Runs as a Hive agent, taking the tasks bound to its pod (and, when its hive has
+spec.serving, the requests the hive gateway sends it) and running each
   with --mode=exec: as the command after --, with the task's input on stdin and
     TASK_NAME, TASK_NAMESPACE, TASK_ATTEMPT and TASK_HIVE set; stdout is the result
     and a non-zero exit fails the attempt
@@ -89,6 +92,9 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.contentType, "content-type", "application/json", "With --mode=http: the Content-Type of the requests.")
 	fs.DurationVar(&cfg.echoDelay, "echo-delay", 0, "With --mode=echo: how long each task takes.")
 	fs.StringVar(&cfg.healthAddr, "health-addr", ":8080", "Address /healthz and /readyz are served on; 0 disables them.")
+	fs.StringVar(&cfg.servingAddr, "serving-addr", "",
+		"Address requests from the hive gateway are served on (POST /v1/requests), run like tasks; empty takes :$AGENT_SERVING_PORT, which the operator sets when the hive has spec.serving; 0 disables them.")
+	fs.IntVar(&cfg.servingSlots, "serving-concurrency", 0, "Requests served at once; 0 takes it from $AGENT_SERVING_CONCURRENCY, which the operator sets.")
 	fs.DurationVar(&cfg.runningAfter, "running-after", agent.DefaultRunningAfter,
 		"How long a task runs before it is marked Running; quicker tasks skip that write. 0 marks every task at once.")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 20*time.Second,
@@ -155,6 +161,8 @@ func (c *config) validate(set map[string]bool) error {
 		return fmt.Errorf("--echo-delay=%s is negative", c.echoDelay)
 	case c.concurrency < 0:
 		return fmt.Errorf("--concurrency=%d is negative; 0 takes it from $AGENT_CONCURRENCY", c.concurrency)
+	case c.servingSlots < 0:
+		return fmt.Errorf("--serving-concurrency=%d is negative; 0 takes it from $AGENT_SERVING_CONCURRENCY", c.servingSlots)
 	case c.shutdownGrace <= 0:
 		return fmt.Errorf("--shutdown-grace=%s must be positive", c.shutdownGrace)
 	}
@@ -183,11 +191,13 @@ func handlerFor(cfg *config) (agent.Handler, error) {
 // agentOptions are the agent's options from the command line.
 func agentOptions(cfg *config, log logr.Logger) agent.Options {
 	return agent.Options{
-		Concurrency:   cfg.concurrency,
-		RunningAfter:  ptr.To(cfg.runningAfter),
-		ShutdownGrace: cfg.shutdownGrace,
-		HealthAddr:    cfg.healthAddr,
-		Logger:        log,
+		Concurrency:        cfg.concurrency,
+		RunningAfter:       ptr.To(cfg.runningAfter),
+		ShutdownGrace:      cfg.shutdownGrace,
+		HealthAddr:         cfg.healthAddr,
+		ServingAddr:        cfg.servingAddr,
+		ServingConcurrency: cfg.servingSlots,
+		Logger:             log,
 	}
 }
 
@@ -196,11 +206,14 @@ func logged(log logr.Logger, handler agent.Handler) agent.Handler {
 	return func(ctx context.Context, task *agent.Task) (string, error) {
 		start := time.Now()
 		result, err := handler(ctx, task)
-		kv := []any{"task", task.Name, "namespace", task.Namespace, "attempt", task.Attempt, "duration", time.Since(start)}
+		what, kv := "task attempt", []any{"task", task.Name, "namespace", task.Namespace, "attempt", task.Attempt, "duration", time.Since(start)}
+		if task.Request {
+			what, kv[0] = "request", "request"
+		}
 		if err != nil {
-			log.Info("task attempt failed", append(kv, "error", err.Error(), "permanent", agent.IsPermanent(err))...)
+			log.Info(what+" failed", append(kv, "error", err.Error(), "permanent", agent.IsPermanent(err))...)
 		} else {
-			log.V(1).Info("task attempt succeeded", append(kv, "resultBytes", len(result))...)
+			log.V(1).Info(what+" succeeded", append(kv, "resultBytes", len(result))...)
 		}
 		return result, err
 	}

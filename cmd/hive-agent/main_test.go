@@ -23,9 +23,10 @@ import (
 // parsed is the part of a config that tests compare (zap.Options holds functions).
 type parsed struct {
 	Mode, URL, ContentType, HealthAddr     string
+	ServingAddr                            string
 	Command                                []string
 	EchoDelay, RunningAfter, ShutdownGrace time.Duration
-	Concurrency                            int
+	Concurrency, ServingConcurrency        int
 	ZapDevel                               bool
 }
 
@@ -33,7 +34,7 @@ func summary(c *config) parsed {
 	return parsed{
 		Mode: c.mode, URL: c.url, ContentType: c.contentType, HealthAddr: c.healthAddr, Command: c.command,
 		EchoDelay: c.echoDelay, RunningAfter: c.runningAfter, ShutdownGrace: c.shutdownGrace,
-		Concurrency: c.concurrency, ZapDevel: c.zap.Development,
+		Concurrency: c.concurrency, ZapDevel: c.zap.Development, ServingAddr: c.servingAddr, ServingConcurrency: c.servingSlots,
 	}
 }
 
@@ -71,11 +72,12 @@ func TestParseFlags(t *testing.T) {
 			name: "echo with every agent flag",
 			args: []string{
 				"--mode=echo", "--echo-delay=50ms", "--health-addr=0", "--running-after=0",
-				"--shutdown-grace=45s", "--concurrency=8", "--zap-devel",
+				"--shutdown-grace=45s", "--concurrency=8", "--zap-devel", "--serving-addr=:9001", "--serving-concurrency=32",
 			},
 			want: with(func(p *parsed) {
 				p.Mode, p.EchoDelay, p.HealthAddr, p.RunningAfter = "echo", 50*time.Millisecond, "0", 0
 				p.ShutdownGrace, p.Concurrency, p.ZapDevel = 45*time.Second, 8, true
+				p.ServingAddr, p.ServingConcurrency = ":9001", 32
 			}),
 		},
 		{name: "no mode", args: nil, wantErr: "--mode is required: exec, http or echo"},
@@ -93,6 +95,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "--echo-delay in another mode", args: []string{"--mode=http", "--url=http://x", "--echo-delay=1s"}, wantErr: "--echo-delay applies to --mode=echo only"},
 		{name: "a negative echo delay", args: []string{"--mode=echo", "--echo-delay=-1s"}, wantErr: "--echo-delay=-1s is negative"},
 		{name: "a negative concurrency", args: []string{"--mode=echo", "--concurrency=-2"}, wantErr: "--concurrency=-2 is negative"},
+		{name: "a negative serving concurrency", args: []string{"--mode=echo", "--serving-concurrency=-1"}, wantErr: "--serving-concurrency=-1 is negative"},
 		{name: "no shutdown grace", args: []string{"--mode=echo", "--shutdown-grace=0s"}, wantErr: "--shutdown-grace=0s must be positive"},
 		{name: "an unknown flag", args: []string{"--mode=echo", "--verbose"}, wantErr: "parsing flags: flag provided but not defined: -verbose"},
 		{name: "a bad duration", args: []string{"--mode=echo", "--echo-delay=soon"}, wantErr: `parsing flags: invalid value "soon" for flag -echo-delay`},
@@ -187,7 +190,7 @@ func TestAgentOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := parseFlags(append(tt.args, "--concurrency=3", "--shutdown-grace=7s", "--health-addr=:9000"))
+			cfg, err := parseFlags(append(tt.args, "--concurrency=3", "--shutdown-grace=7s", "--health-addr=:9000", "--serving-addr=:9001", "--serving-concurrency=5"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -195,7 +198,7 @@ func TestAgentOptions(t *testing.T) {
 			if o.RunningAfter == nil || *o.RunningAfter != tt.wantRunningAfter {
 				t.Errorf("RunningAfter %v, want %s", o.RunningAfter, tt.wantRunningAfter)
 			}
-			if o.Concurrency != 3 || o.ShutdownGrace != 7*time.Second || o.HealthAddr != ":9000" || o.Logger.GetSink() == nil {
+			if o.Concurrency != 3 || o.ShutdownGrace != 7*time.Second || o.HealthAddr != ":9000" || o.ServingAddr != ":9001" || o.ServingConcurrency != 5 || o.Logger.GetSink() == nil {
 				t.Errorf("options %+v do not follow the flags", o)
 			}
 			// The agent's identity stays with the environment the operator sets.
@@ -210,9 +213,16 @@ func TestLogged(t *testing.T) {
 	tests := []struct {
 		name      string
 		verbosity int
+		request   bool
 		handler   agent.Handler
 		wantLog   string // "" for none
 	}{
+		{
+			name:    "a request's failure",
+			request: true,
+			handler: func(context.Context, *agent.Task) (string, error) { return "", errors.New("boom") },
+			wantLog: `"msg"="request failed" "request"="t" "namespace"="ns" "attempt"=2`,
+		},
 		{
 			name:    "a failure",
 			handler: func(context.Context, *agent.Task) (string, error) { return "", errors.New("boom") },
@@ -239,7 +249,7 @@ func TestLogged(t *testing.T) {
 			var lines []string
 			log := funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: tt.verbosity})
 			wantResult, wantErr := tt.handler(t.Context(), nil)
-			got, err := logged(log, tt.handler)(t.Context(), &agent.Task{Name: "t", Namespace: "ns", Attempt: 2})
+			got, err := logged(log, tt.handler)(t.Context(), &agent.Task{Name: "t", Namespace: "ns", Attempt: 2, Request: tt.request})
 			if got != wantResult || (err == nil) != (wantErr == nil) {
 				t.Errorf("got %q, %v; want what the handler returned: %q, %v", got, err, wantResult, wantErr)
 			}

@@ -123,9 +123,21 @@ type Options struct {
 	StopGrace time.Duration
 	// HealthAddr is where /readyz and /healthz are served; default ":8080"; "0" disables.
 	HealthAddr string
+
+	// ServingAddr is where requests from the hive gateway are served (POST /v1/requests,
+	// see docs/agent-protocol.md) with the same handler as tasks; default
+	// ":$AGENT_SERVING_PORT" when the operator set it (the hive has spec.serving), else
+	// none; "0" disables.
+	ServingAddr string
+	// ServingConcurrency is how many requests are served at once, apart from the task
+	// slots; one more is answered 429. Default $AGENT_SERVING_CONCURRENCY, else 1.
+	ServingConcurrency int
 	// Logger receives the agent's logs; default discards them.
 	Logger logr.Logger
 }
+
+// serving reports whether the agent serves requests.
+func (o *Options) serving() bool { return o.ServingAddr != "" && o.ServingAddr != "0" }
 
 // DefaultRunningAfter is Options.RunningAfter when it is unset: long enough for a quick
 // task to skip the Running write, short enough for people watching a long one to see it
@@ -177,6 +189,21 @@ func (o *Options) defaults() error {
 	}
 	if o.HealthAddr == "" {
 		o.HealthAddr = ":8080"
+	}
+	if o.ServingAddr == "" {
+		if port := os.Getenv(swarmv1alpha1.EnvServingPort); port != "" {
+			o.ServingAddr = ":" + port
+		}
+	}
+	if o.ServingConcurrency <= 0 {
+		if v, err := strconv.Atoi(os.Getenv(swarmv1alpha1.EnvServingConcurrency)); err == nil && v > 0 {
+			o.ServingConcurrency = v
+		} else {
+			o.ServingConcurrency = 1
+		}
+	}
+	if o.serving() && o.ServingAddr == o.HealthAddr {
+		return fmt.Errorf("agent: requests and health checks cannot both be served on %s: give spec.serving.port another port", o.ServingAddr)
 	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = logr.Discard()

@@ -579,3 +579,47 @@ func TestShutdownGivesBackTasksItsWatchNeverDelivered(t *testing.T) {
 		t.Errorf("the handler ran %d times, want once (for the task the watch delivered)", n)
 	}
 }
+
+// TestAnAgentServesRequestsAndTasksWithTheSameHandler runs an agent that serves requests,
+// as one of a hive with spec.serving does: a request is answered over HTTP and a task
+// through its status, by the one handler, each in its own slots.
+func TestAnAgentServesRequestsAndTasksWithTheSameHandler(t *testing.T) {
+	testenv.Require(t, env)
+	ns := namespace(t)
+	addr := testenv.FreeAddr(t)
+	taskRunning := make(chan struct{})
+	release := make(chan struct{})
+	stop := runAgent(t, ns, "pod-s", func(_ context.Context, task *agent.Task) (string, error) {
+		if !task.Request {
+			close(taskRunning)
+			<-release // the task holds the only task slot while the request is served
+		}
+		return "served " + task.Input, nil
+	}, func(o *agent.Options) { o.ServingAddr, o.ServingConcurrency, o.Concurrency = addr, 1, 1 })
+	bind(t, ns, "t1", "pod-s")
+	<-taskRunning
+
+	var body string
+	waitFor(t, "a request to be answered", func() bool {
+		resp, err := http.Post("http://"+addr+swarmv1alpha1.RequestPath, "text/plain", strings.NewReader("hello"))
+		if err != nil {
+			return false
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK
+	})
+	if body != "served hello" {
+		t.Errorf("the request was answered %q", body)
+	}
+	close(release)
+	if got := waitPhase(t, ns, "t1", swarmv1alpha1.TaskSucceeded); got.Status.Result != "served in:t1" {
+		t.Errorf("the task's result is %q", got.Status.Result)
+	}
+	stop()
+	if resp, err := http.Post("http://"+addr+swarmv1alpha1.RequestPath, "text/plain", strings.NewReader("late")); err == nil {
+		_ = resp.Body.Close()
+		t.Error("the agent still took requests after it stopped")
+	}
+}

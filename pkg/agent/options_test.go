@@ -41,6 +41,8 @@ current-context: c
 type settings struct {
 	PodName, Namespace, Hive, Host, HealthAddr string
 	Concurrency                                int
+	ServingAddr                                string
+	ServingConcurrency                         int
 	ShutdownGrace, StopGrace                   time.Duration
 	RunningAfter                               *time.Duration
 	HasClient                                  bool
@@ -49,7 +51,7 @@ type settings struct {
 func settingsOf(o *Options) settings {
 	s := settings{
 		PodName: o.PodName, Namespace: o.Namespace, Hive: o.Hive, HealthAddr: o.HealthAddr,
-		Concurrency: o.Concurrency, RunningAfter: o.RunningAfter, ShutdownGrace: o.ShutdownGrace, StopGrace: o.StopGrace,
+		Concurrency: o.Concurrency, ServingAddr: o.ServingAddr, ServingConcurrency: o.ServingConcurrency, RunningAfter: o.RunningAfter, ShutdownGrace: o.ShutdownGrace, StopGrace: o.StopGrace,
 		HasClient: o.Client != nil,
 	}
 	if o.Config != nil {
@@ -61,14 +63,23 @@ func settingsOf(o *Options) settings {
 func TestOptionsComeFromTheEnvironmentTheOperatorInjects(t *testing.T) {
 	fromEnv := settings{
 		PodName: "echo-7x2kq", Namespace: "team-a", Hive: "echo", Host: "https://hive.example:6443", HealthAddr: ":8080",
-		Concurrency: 3, RunningAfter: ptr.To(DefaultRunningAfter), ShutdownGrace: 20 * time.Second, StopGrace: 30 * time.Second, HasClient: true,
+		Concurrency: 3, ServingConcurrency: 1, RunningAfter: ptr.To(DefaultRunningAfter), ShutdownGrace: 20 * time.Second, StopGrace: 30 * time.Second, HasClient: true,
 	}
 	cases := map[string]struct {
 		concurrency string
+		serving     []string // AGENT_SERVING_PORT and AGENT_SERVING_CONCURRENCY
 		opts        Options
 		want        func(settings) settings
 	}{
 		"everything from the environment": {concurrency: "3", want: func(s settings) settings { return s }},
+		"serving from the environment": {concurrency: "3", serving: []string{"8081", "4"}, want: func(s settings) settings {
+			s.ServingAddr, s.ServingConcurrency = ":8081", 4
+			return s
+		}},
+		"an unreadable serving concurrency is one slot": {concurrency: "3", serving: []string{"8081", "many"}, want: func(s settings) settings {
+			s.ServingAddr = ":8081"
+			return s
+		}},
 		"an unreadable concurrency is one slot": {concurrency: "four", want: func(s settings) settings {
 			s.Concurrency = 1
 			return s
@@ -82,11 +93,13 @@ func TestOptionsComeFromTheEnvironmentTheOperatorInjects(t *testing.T) {
 			opts: Options{
 				PodName: "local", Namespace: "dev", Hive: "mine", Concurrency: 8, Config: &rest.Config{Host: "https://other:6443"},
 				RunningAfter: ptr.To[time.Duration](0), ShutdownGrace: time.Minute, StopGrace: 2 * time.Minute, HealthAddr: "0",
+				ServingAddr: "127.0.0.1:9000", ServingConcurrency: 16,
 			},
+			serving: []string{"8081", "4"},
 			want: func(settings) settings {
 				return settings{
 					PodName: "local", Namespace: "dev", Hive: "mine", Host: "https://other:6443", HealthAddr: "0",
-					Concurrency: 8, RunningAfter: ptr.To[time.Duration](0), ShutdownGrace: time.Minute, StopGrace: 2 * time.Minute, HasClient: true,
+					Concurrency: 8, ServingAddr: "127.0.0.1:9000", ServingConcurrency: 16, RunningAfter: ptr.To[time.Duration](0), ShutdownGrace: time.Minute, StopGrace: 2 * time.Minute, HasClient: true,
 				}
 			},
 		},
@@ -94,6 +107,10 @@ func TestOptionsComeFromTheEnvironmentTheOperatorInjects(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			setIdentity(t, tc.concurrency, "https://hive.example:6443")
+			if tc.serving != nil {
+				t.Setenv(swarmv1alpha1.EnvServingPort, tc.serving[0])
+				t.Setenv(swarmv1alpha1.EnvServingConcurrency, tc.serving[1])
+			}
 			o := tc.opts
 			if err := o.defaults(); err != nil {
 				t.Fatal(err)
@@ -115,6 +132,10 @@ func TestOptionsReportWhatTheyCannotSetUp(t *testing.T) {
 		"credentials that do not load": {
 			opts: Options{Config: &rest.Config{Host: "https://hive.example:6443", TLSClientConfig: rest.TLSClientConfig{CAData: []byte("not a certificate")}}},
 			want: "agent: creating a client",
+		},
+		"requests and health checks on one port": {
+			opts: Options{HealthAddr: ":8081", ServingAddr: ":8081"},
+			want: "agent: requests and health checks cannot both be served on :8081: give spec.serving.port another port",
 		},
 	}
 	for name, tc := range cases {

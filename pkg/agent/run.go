@@ -183,6 +183,30 @@ func Run(ctx context.Context, opts Options, handler Handler) error {
 		return err
 	}
 	defer stopHealth()
+	if opts.serving() {
+		l, err := net.Listen("tcp", opts.ServingAddr)
+		if err != nil {
+			return fmt.Errorf("agent: serving requests on %s: %w", opts.ServingAddr, err)
+		}
+		stopServing := newServer(opts, handler).serve(l)
+		// Requests get the same grace as tasks, beside them: serving stops with the tasks'
+		// shutdown, and Run returns once both are over (at once if it returns for another
+		// reason).
+		returning, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			select {
+			case <-ctx.Done():
+				stopServing(opts.ShutdownGrace)
+			case <-returning:
+				stopServing(0)
+			}
+		}()
+		defer func() {
+			close(returning)
+			<-stopped
+		}()
+	}
 
 	if !c.WaitForCacheSync(ctx) {
 		r.shutdown()
@@ -506,6 +530,12 @@ func (r *runner) runAttempt(a *attempt, task *Task) <-chan outcome {
 			}
 		}()
 		res, err := r.handler(a.ctx, task)
+		if o, ok := task.Output.(*taskOutput); ok && err == nil {
+			var n int
+			if res, n = o.result(res); n > swarmv1alpha1.MaxResultLength {
+				res, err = "", resultTooLarge(n)
+			}
+		}
 		out <- outcome{res, err}
 	}()
 
@@ -589,13 +619,18 @@ func (r *runner) markRunning(a *attempt) {
 	})
 }
 
+// resultTooLarge fails an attempt whose result of n bytes status.result cannot hold. The
+// same input would give the same result: another attempt cannot help.
+func resultTooLarge(n int) error {
+	return &permanentError{reason: swarmv1alpha1.ReasonResultTooLarge, err: fmt.Errorf(
+		"the result of %d bytes exceeds the limit of %d; store large outputs elsewhere and return their address",
+		n, swarmv1alpha1.MaxResultLength)}
+}
+
 // finish writes the outcome of an attempt.
 func (r *runner) finish(a *attempt, result string, err error) {
 	if err == nil && len(result) > swarmv1alpha1.MaxResultLength {
-		// The same input would give the same result: another attempt cannot help.
-		err = &permanentError{reason: swarmv1alpha1.ReasonResultTooLarge, err: fmt.Errorf(
-			"the result of %d bytes exceeds the limit of %d; store large outputs elsewhere and return their address",
-			len(result), swarmv1alpha1.MaxResultLength)}
+		err = resultTooLarge(len(result))
 	}
 	var permanent *permanentError
 	switch cause := a.stopCause(); {

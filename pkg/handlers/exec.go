@@ -90,8 +90,15 @@ func runCommand(ctx context.Context, command []string, opts *ExecOptions, task *
 		EnvTaskHive+"="+task.Hive,
 	)
 	cmd.Stdin = strings.NewReader(task.Input)
-	stdout := &cappedBuffer{limit: resultLimit, onOverflow: stop}
-	cmd.Stdout = stdout
+	// A request's answer streams to its caller as the command writes it, and is stored
+	// nowhere; a task's result is kept, up to what status.result holds.
+	var stdout *cappedBuffer
+	if task.Request {
+		cmd.Stdout = task.Output
+	} else {
+		stdout = &cappedBuffer{limit: resultLimit, onOverflow: stop}
+		cmd.Stdout = stdout
+	}
 	stderr := &tailBuffer{max: opts.StderrTail}
 	cmd.Stderr = stderr
 	if opts.Stderr != nil {
@@ -111,7 +118,7 @@ func runCommand(ctx context.Context, command []string, opts *ExecOptions, task *
 	switch {
 	case ctx.Err() != nil:
 		return "", fmt.Errorf("command %s was stopped: %w", name, ctx.Err())
-	case stdout.overflowed():
+	case stdout != nil && stdout.overflowed():
 		return "", fmt.Errorf("%w: command %s wrote more than %d bytes to stdout; store large outputs elsewhere and print their address",
 			ErrResultTooLarge, name, resultLimit)
 	case errors.As(err, &exitErr):
@@ -121,6 +128,9 @@ func runCommand(ctx context.Context, command []string, opts *ExecOptions, task *
 			name, opts.KillDelay, err)
 	case err != nil:
 		return "", fmt.Errorf("running command %s: %w", name, err)
+	}
+	if stdout == nil {
+		return "", nil
 	}
 	return stdout.String(), nil
 }

@@ -106,6 +106,14 @@ func post(ctx context.Context, endpoint, shown string, opts *HTTPOptions, task *
 		_, _ = io.Copy(body, io.LimitReader(resp.Body, errorBodyMax)) // what was read is enough to report
 		return "", errors.New(withOutput(fmt.Sprintf("POST %s answered %s", shown, resp.Status), "body", body.String()))
 	}
+	if task.Request {
+		// A request's answer streams to its caller as the endpoint sends it (a model
+		// server's tokens), and is stored nowhere.
+		if _, err := io.Copy(task.Output, resp.Body); err != nil {
+			return "", fmt.Errorf("streaming the answer of %s: %w", shown, err)
+		}
+		return "", nil
+	}
 	if resp.ContentLength > resultLimit {
 		return "", fmt.Errorf("%w: %s answered with %d bytes, more than the limit of %d", ErrResultTooLarge, shown, resp.ContentLength, resultLimit)
 	}
