@@ -115,9 +115,10 @@ test-unit: ## Run only the tests that need no API server.
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager, the reference agent and the kubectl plugin into bin/.
+build: ## Build the manager, the reference agent, the gateway and the kubectl plugin into bin/.
 	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/manager ./cmd/manager
 	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/hive-agent ./cmd/hive-agent
+	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/hive-gateway ./cmd/hive-gateway
 	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/kubectl-hive ./cmd/kubectl-hive
 
 .PHONY: run

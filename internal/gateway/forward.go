@@ -1,0 +1,203 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+)
+
+// RequestsPath is the pattern of the gateway's request endpoint.
+const RequestsPath = "POST /v1/namespaces/{namespace}/hives/{hive}/requests"
+
+// RetryAfter is the Retry-After of a request answered 503 because the hive had no slot.
+const RetryAfter = "1"
+
+// Options configure the gateway's handler.
+type Options struct {
+	// Transport reaches the agents; a tuned http.Transport when nil.
+	Transport http.RoundTripper
+	// MaxTries is how many agents a request is offered to when they cannot be reached;
+	// default 3. An agent that answers it is full (another gateway filled it) costs no try:
+	// the request waits for a slot within its queue timeout.
+	MaxTries int
+	Logger   logr.Logger
+}
+
+// NewHandler returns the gateway's HTTP handler: POST
+// /v1/namespaces/{namespace}/hives/{hive}/requests takes a serving slot of the hive's least
+// loaded agent (waiting in the hive's queue if none is free), forwards the request to it
+// and streams the answer back, trailers included. An agent that answers 429 or cannot be
+// reached ran nothing: the request waits for another slot.
+func NewHandler(pool *Pool, o Options) http.Handler {
+	if o.Transport == nil {
+		o.Transport = &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		}
+	}
+	if o.MaxTries <= 0 {
+		o.MaxTries = 3
+	}
+	if o.Logger.GetSink() == nil {
+		o.Logger = logr.Discard()
+	}
+	f := &forwarder{pool: pool, opts: o}
+	proxy := &httputil.ReverseProxy{
+		Rewrite:       func(*httputil.ProxyRequest) {}, // the transport picks the agent
+		Transport:     f,
+		FlushInterval: -1, // a streamed answer reaches the caller as the agent sends it
+		ErrorHandler:  f.failed,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(RequestsPath, func(w http.ResponseWriter, req *http.Request) {
+		input, err := io.ReadAll(http.MaxBytesReader(w, req.Body, swarmv1alpha1.MaxInputLength))
+		if err != nil {
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+				http.Error(w, fmt.Sprintf("the input exceeds the limit of %d bytes, as a task's does", swarmv1alpha1.MaxInputLength), http.StatusRequestEntityTooLarge)
+				return
+			}
+			http.Error(w, "reading the input: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if v := req.Header.Get(swarmv1alpha1.HeaderTimeout); v != "" {
+			if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+				http.Error(w, fmt.Sprintf("%s: %q is not a positive duration such as 30s", swarmv1alpha1.HeaderTimeout, v), http.StatusBadRequest)
+				return
+			}
+		}
+		id := newID()
+		w.Header().Set(swarmv1alpha1.HeaderRequestID, id)
+		out := req.WithContext(context.WithValue(req.Context(), targetKey{}, target{
+			hive: req.PathValue("namespace") + "/" + req.PathValue("hive"), id: id, input: input,
+		}))
+		proxy.ServeHTTP(w, out)
+	})
+	return mux
+}
+
+type targetKey struct{}
+
+// target is what the forwarder needs of a request: its hive, id and input (kept, so that
+// it can be offered to another agent).
+type target struct {
+	hive, id string
+	input    []byte
+}
+
+// forwarder is the proxy's transport: it offers a request to the agents of its hive.
+type forwarder struct {
+	pool *Pool
+	opts Options
+}
+
+func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
+	t, ok := req.Context().Value(targetKey{}).(target)
+	if !ok {
+		return nil, errors.New("gateway: a request without a hive")
+	}
+	arrived, again, unreachable := time.Now(), false, 0
+	for try := 1; ; try++ {
+		a, release, err := f.pool.Acquire(req.Context(), t.hive, arrived, again)
+		if err != nil {
+			return nil, err
+		}
+		again = true
+		out := req.Clone(req.Context())
+		out.URL.Scheme, out.URL.Host, out.URL.Path, out.URL.RawPath, out.Host = "http", a.Addr, swarmv1alpha1.RequestPath, "", a.Addr
+		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(t.input)), int64(len(t.input))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(t.input)), nil }
+		out.Header.Set(swarmv1alpha1.HeaderRequestID, t.id)
+		out.Header.Set(swarmv1alpha1.HeaderAttempt, strconv.Itoa(try))
+		// The request is replayable: net/http may resend it on a kept-alive connection the
+		// agent closed before reading it.
+		out.Header.Set("Idempotency-Key", t.id)
+		resp, err := f.opts.Transport.RoundTrip(out)
+		switch {
+		case err != nil && req.Context().Err() == nil && isDialError(err):
+			// Nothing ran there: offer it to another agent, a few times at most.
+			release()
+			f.pool.Full(t.hive, a.Name)
+			f.opts.Logger.V(2).Info("agent unreachable; offering the request to another", "request", t.id, "hive", t.hive, "agent", a.Name, "error", err.Error())
+			if unreachable++; unreachable >= f.opts.MaxTries {
+				return nil, fmt.Errorf("%w in %d tries (the last: agent %s: %w)", errAgentsUnreachable, unreachable, a.Name, err)
+			}
+			continue
+		case err != nil:
+			release()
+			return nil, fmt.Errorf("forwarding to agent %s: %w", a.Name, err)
+		case resp.StatusCode == http.StatusTooManyRequests:
+			// Another gateway holds its slots: wait at the head of the queue for a slot,
+			// within the request's queue timeout.
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+			_ = resp.Body.Close()
+			release()
+			f.pool.Full(t.hive, a.Name)
+			continue
+		}
+		resp.Body = &releasing{ReadCloser: resp.Body, release: release}
+		return resp, nil
+	}
+}
+
+var errAgentsUnreachable = errors.New("no agent could be reached")
+
+// isDialError reports whether err happened before the request reached the agent.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// releasing gives the agent's slot back once the answer has been read or abandoned.
+type releasing struct {
+	io.ReadCloser
+	release func()
+}
+
+func (r *releasing) Close() error {
+	defer r.release()
+	return r.ReadCloser.Close() //nolint:wrapcheck // the proxy reads it as it comes
+}
+
+// failed answers a request the gateway could not forward.
+func (f *forwarder) failed(w http.ResponseWriter, req *http.Request, err error) {
+	status := http.StatusBadGateway
+	switch {
+	case errors.Is(err, ErrNotServing):
+		status = http.StatusNotFound
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrQueueTimeout), errors.Is(err, errAgentsUnreachable):
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", RetryAfter)
+	case req.Context().Err() != nil:
+		return // the caller is gone
+	}
+	msg := err.Error()
+	if t, ok := req.Context().Value(targetKey{}).(target); ok {
+		msg = fmt.Sprintf("hive %s: %s", t.hive, msg)
+	}
+	f.opts.Logger.V(2).Info("request not forwarded", "status", status, "error", msg)
+	w.Header().Set(swarmv1alpha1.HeaderOutcome, swarmv1alpha1.OutcomeFailed)
+	w.Header().Set(swarmv1alpha1.HeaderError, strings.ReplaceAll(msg, "\n", " "))
+	http.Error(w, msg, status)
+}
+
+// newID returns a random request id.
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,249 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+)
+
+// These tests put the gateway's handler in front of small HTTP servers that answer as
+// agents do (docs/agent-protocol.md), so that each answer an agent may give happens when
+// the test wants it. test/integration runs the gateway with real agents.
+
+// seen is what an agent got.
+type seen struct {
+	path, input, id, attempt, timeout string
+}
+
+type fakeAgent struct {
+	*httptest.Server
+	mu   sync.Mutex
+	got  []seen
+	full bool
+}
+
+func newAgent(t *testing.T, answer func(w http.ResponseWriter, r *http.Request)) *fakeAgent {
+	t.Helper()
+	a := &fakeAgent{}
+	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		a.mu.Lock()
+		a.got = append(a.got, seen{r.URL.Path, string(b), r.Header.Get(swarmv1alpha1.HeaderRequestID),
+			r.Header.Get(swarmv1alpha1.HeaderAttempt), r.Header.Get(swarmv1alpha1.HeaderTimeout)})
+		full := a.full
+		a.mu.Unlock()
+		if full {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "full", http.StatusTooManyRequests)
+			return
+		}
+		answer(w, r)
+	}))
+	t.Cleanup(a.Close)
+	return a
+}
+
+func (a *fakeAgent) requests() []seen {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]seen(nil), a.got...)
+}
+
+func echo(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set(swarmv1alpha1.HeaderOutcome, swarmv1alpha1.OutcomeSucceeded)
+	_, _ = io.WriteString(w, "echo")
+}
+
+// gateway serves the handler over a pool holding the given agents as hive ns/h.
+func gateway(t *testing.T, s Settings, agents ...*fakeAgent) (*Pool, string) {
+	t.Helper()
+	p := NewPool(nil)
+	var list []Agent
+	for i, a := range agents {
+		list = append(list, Agent{Name: string(rune('a' + i)), Addr: a.Listener.Addr().String(), Slots: 1})
+	}
+	p.Set(key, s, list)
+	srv := httptest.NewServer(NewHandler(p, Options{}))
+	t.Cleanup(srv.Close)
+	return p, srv.URL + "/v1/namespaces/ns/hives/h/requests"
+}
+
+// answer is what a caller got, its body read and closed.
+type answer struct {
+	StatusCode      int
+	Status          string
+	Header, Trailer http.Header
+}
+
+func send(t *testing.T, url, body string, headers ...string) (answer, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{resp.StatusCode, resp.Status, resp.Header, resp.Trailer}, string(b)
+}
+
+func TestARequestIsForwardedAndItsStreamComesBack(t *testing.T) {
+	a := newAgent(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Trailer", swarmv1alpha1.HeaderOutcome)
+		_, _ = io.WriteString(w, "tok1 ")
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, "tok2")
+		w.Header().Set(swarmv1alpha1.HeaderOutcome, swarmv1alpha1.OutcomeSucceeded)
+	})
+	p, url := gateway(t, Settings{}, a)
+	resp, body := send(t, url, "hello", swarmv1alpha1.HeaderTimeout, "5s")
+	if resp.StatusCode != http.StatusOK || body != "tok1 tok2" {
+		t.Fatalf("answer %s %q", resp.Status, body)
+	}
+	if o := resp.Trailer.Get(swarmv1alpha1.HeaderOutcome); o != swarmv1alpha1.OutcomeSucceeded {
+		t.Errorf("trailer Hive-Outcome %q", o)
+	}
+	got := a.requests()
+	id := resp.Header.Get(swarmv1alpha1.HeaderRequestID)
+	if len(got) != 1 || got[0] != (seen{swarmv1alpha1.RequestPath, "hello", id, "1", "5s"}) || len(id) != 32 {
+		t.Errorf("the agent got %+v; the caller was told id %q", got, id)
+	}
+	if l := p.Load(key); l.InFlight != 0 {
+		t.Errorf("%d requests in flight after the answer", l.InFlight)
+	}
+}
+
+func TestAFullOrUnreachableAgentIsSkipped(t *testing.T) {
+	full := newAgent(t, echo)
+	full.full = true
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := l.Addr().String()
+	_ = l.Close()
+	ok := newAgent(t, echo)
+
+	p := NewPool(nil)
+	p.Set(key, Settings{}, []Agent{{Name: "a-full", Addr: full.Listener.Addr().String(), Slots: 1}, {Name: "b-gone", Addr: gone, Slots: 1}, {Name: "c-ok", Addr: ok.Listener.Addr().String(), Slots: 1}})
+	srv := httptest.NewServer(NewHandler(p, Options{}))
+	defer srv.Close()
+	resp, body := send(t, srv.URL+"/v1/namespaces/ns/hives/h/requests", "x")
+	if resp.StatusCode != http.StatusOK || body != "echo" {
+		t.Fatalf("answer %s %q", resp.Status, body)
+	}
+	if got := ok.requests(); len(got) != 1 || got[0].attempt != "3" {
+		t.Errorf("the agent that answered got %+v, want the third try", got)
+	}
+	if l := p.Load(key); l.InFlight != 0 {
+		t.Errorf("%d slots still taken", l.InFlight)
+	}
+}
+
+func TestRequestsNoAgentTakesAreAnswered503WithRetryAfter(t *testing.T) {
+	// Agents that cannot be reached: the request gives up after MaxTries.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := l.Addr().String()
+	_ = l.Close()
+	p := NewPool(nil)
+	p.Set(key, Settings{QueueLength: 1, QueueTimeout: time.Minute}, []Agent{{Name: "gone", Addr: gone, Slots: 1}})
+	srv := httptest.NewServer(NewHandler(p, Options{}))
+	defer srv.Close()
+	if resp, body := send(t, srv.URL+"/v1/namespaces/ns/hives/h/requests", "x"); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no agent could be reached in 3 tries (the last: agent gone: ") {
+		t.Errorf("with the only agent unreachable: %s %q", resp.Status, body)
+	}
+
+	// Agents that are full: the request waits for a slot until its queue timeout.
+	a, b := newAgent(t, echo), newAgent(t, echo)
+	a.full, b.full = true, true
+	_, url := gateway(t, Settings{QueueLength: 1, QueueTimeout: 200 * time.Millisecond}, a, b)
+	resp, body := send(t, url, "x")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != RetryAfter || !strings.Contains(body, "no serving slot of the hive came free within its queue timeout") {
+		t.Errorf("with every agent full: %s %q, Retry-After %q", resp.Status, body, resp.Header.Get("Retry-After"))
+	}
+	if o := resp.Header.Get(swarmv1alpha1.HeaderOutcome); o != swarmv1alpha1.OutcomeFailed {
+		t.Errorf("Hive-Outcome %q", o)
+	}
+}
+
+func TestTheQueueAndTheHiveDecideTheAnswer(t *testing.T) {
+	release := make(chan struct{})
+	a := newAgent(t, func(w http.ResponseWriter, _ *http.Request) { <-release; echo(w, nil) })
+	defer close(release)
+	p, url := gateway(t, Settings{QueueLength: 0}, a)
+	go func() {
+		if resp, err := http.Post(url, "text/plain", strings.NewReader("first")); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	waitFor(t, func() bool { return p.Load(key).InFlight == 1 })
+	cases := map[string]struct {
+		url, body string
+		headers   []string
+		status    int
+		message   string
+	}{
+		"the queue is full":   {url, "x", nil, http.StatusServiceUnavailable, "hive ns/h: every serving slot of the hive is busy and its queue is full"},
+		"an unknown hive":     {strings.Replace(url, "/h/", "/other/", 1), "x", nil, http.StatusNotFound, "hive ns/other: no such hive serves requests"},
+		"too large an input":  {url, strings.Repeat("x", swarmv1alpha1.MaxInputLength+1), nil, http.StatusRequestEntityTooLarge, "the input exceeds the limit of 65536 bytes"},
+		"a timeout of soon":   {url, "x", []string{swarmv1alpha1.HeaderTimeout, "soon"}, http.StatusBadRequest, `Hive-Timeout: "soon" is not a positive duration`},
+		"another method path": {strings.TrimSuffix(url, "/requests"), "x", nil, http.StatusNotFound, "404 page not found"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp, body := send(t, tc.url, tc.body, tc.headers...)
+			if resp.StatusCode != tc.status || !strings.HasPrefix(body, tc.message) {
+				t.Errorf("answer %s %q, want %d %q", resp.Status, body, tc.status, tc.message)
+			}
+		})
+	}
+}
+
+func TestACallerThatGoesAwayCancelsTheRequestAtTheAgent(t *testing.T) {
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	a := newAgent(t, func(_ http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	p, url := gateway(t, Settings{}, a)
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-started
+		cancel()
+	}()
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_ = resp.Body.Close()
+		t.Fatal("the request was answered")
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent's request was not cancelled")
+	}
+	waitFor(t, func() bool { return p.Load(key).InFlight == 0 })
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+)
+
+// RunOptions configure a gateway process.
+type RunOptions struct {
+	// Listener is where requests are served; ListenAddr is opened when it is nil.
+	Listener   net.Listener
+	ListenAddr string
+	// ProbeAddr serves /healthz and /readyz (ready once the caches have synced);
+	// MetricsAddr the metrics ("0" disables either).
+	ProbeAddr, MetricsAddr string
+	// Namespaces are the namespaces whose hives are served; all when empty.
+	Namespaces []string
+	// ShutdownGrace is how long requests in flight may finish once ctx ends.
+	ShutdownGrace time.Duration
+	Handler       Options
+}
+
+// Run runs a gateway until ctx ends: a manager whose cache watches hives and their agent
+// pods, the syncer that keeps the pool in step with it, and the request server, which
+// answers only once the caches have synced. It elects no leader: every replica serves.
+func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(swarmv1alpha1.AddToScheme(scheme))
+	cacheOpts := CacheOptions()
+	if len(o.Namespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.Namespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Cache:                  cacheOpts,
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress: o.ProbeAddr,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the gateway's manager: %w", err)
+	}
+	pool := NewPool(nil)
+	if err := NewSyncer(mgr.GetCache(), pool).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	synced := func(req *http.Request) error {
+		syncCtx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(syncCtx) {
+			return errors.New("caches have not synced yet")
+		}
+		return nil
+	}
+	if err := errors.Join(mgr.AddHealthzCheck("healthz", healthz.Ping), mgr.AddReadyzCheck("caches", synced)); err != nil {
+		return fmt.Errorf("adding the health checks: %w", err)
+	}
+	l := o.Listener
+	if l == nil {
+		if l, err = net.Listen("tcp", o.ListenAddr); err != nil {
+			return fmt.Errorf("serving requests on %s: %w", o.ListenAddr, err)
+		}
+	}
+	if o.Handler.Logger.GetSink() == nil {
+		o.Handler.Logger = ctrl.Log.WithName("gateway")
+	}
+	srv := &http.Server{Handler: NewHandler(pool, o.Handler), ReadHeaderTimeout: 10 * time.Second}
+	err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		// Requests are routed from the cache: none is taken before it has synced.
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return nil
+		}
+		errs := make(chan error, 1)
+		go func() { errs <- srv.Serve(l) }()
+		select {
+		case err := <-errs:
+			return fmt.Errorf("serving requests: %w", err)
+		case <-ctx.Done():
+		}
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownGrace)
+		defer cancel()
+		if err := srv.Shutdown(shutdown); err != nil {
+			_ = srv.Close()
+		}
+		return nil
+	}))
+	if err != nil {
+		return fmt.Errorf("adding the request server: %w", err)
+	}
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running the gateway: %w", err)
+	}
+	return nil
+}
