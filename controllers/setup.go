@@ -8,8 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -50,21 +48,18 @@ type Options struct {
 // hive label (a cluster's other pods are none of the operator's business and would cost
 // memory), and no managed fields on any object.
 func CacheOptions() cache.Options {
-	hasHive, err := labels.NewRequirement(swarmv1alpha1.LabelHive, selection.Exists, nil)
-	if err != nil {
-		panic(fmt.Sprintf("building the pod cache selector: %v", err))
-	}
+	hive := swarmv1alpha1.HiveObjects()
 	return cache.Options{
 		DefaultTransform: stripForCache,
 		// Only objects of hives: the cluster's other pods, accounts and roles would cost
 		// memory and events for nothing.
 		ByObject: map[client.Object]cache.ByObject{
 			&swarmv1alpha1.Task{}:           {Field: swarmv1alpha1.UnfinishedTasks()},
-			&corev1.Pod{}:                   {Label: labels.NewSelector().Add(*hasHive)},
-			&corev1.ServiceAccount{}:        {Label: labels.NewSelector().Add(*hasHive)},
-			&rbacv1.Role{}:                  {Label: labels.NewSelector().Add(*hasHive)},
-			&rbacv1.RoleBinding{}:           {Label: labels.NewSelector().Add(*hasHive)},
-			&policyv1.PodDisruptionBudget{}: {Label: labels.NewSelector().Add(*hasHive)},
+			&corev1.Pod{}:                   {Label: hive},
+			&corev1.ServiceAccount{}:        {Label: hive},
+			&rbacv1.Role{}:                  {Label: hive},
+			&rbacv1.RoleBinding{}:           {Label: hive},
+			&policyv1.PodDisruptionBudget{}: {Label: hive},
 		},
 	}
 }

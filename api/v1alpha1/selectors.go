@@ -1,6 +1,24 @@
 package v1alpha1
 
-import "k8s.io/apimachinery/pkg/fields"
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+)
+
+// HiveObjects is the label selector of the objects that belong to some hive (its agent
+// pods, their access objects, its PodDisruptionBudget): all the operator and the gateway
+// cache of those kinds. A cluster's other pods would cost them memory and events for
+// nothing.
+func HiveObjects() labels.Selector {
+	hasHive, err := labels.NewRequirement(LabelHive, selection.Exists, nil)
+	if err != nil {
+		panic(fmt.Sprintf("building the selector of hive objects: %v", err)) // a constant key
+	}
+	return labels.NewSelector().Add(*hasHive)
+}
 
 // unfinishedPhases are the phases of a task that has not finished; "" is a task whose
 // status has not been written yet.

@@ -8,8 +8,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -46,13 +44,9 @@ func SettingsOf(s *swarmv1alpha1.ServingSpec) Settings {
 // CacheOptions limit the gateway's cache to what routing reads: hives, and the pods that
 // carry the hive label, without managed fields.
 func CacheOptions() cache.Options {
-	hasHive, err := labels.NewRequirement(swarmv1alpha1.LabelHive, selection.Exists, nil)
-	if err != nil {
-		panic(fmt.Sprintf("building the pod cache selector: %v", err))
-	}
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: labels.NewSelector().Add(*hasHive)}},
+		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: swarmv1alpha1.HiveObjects()}},
 	}
 }
 
