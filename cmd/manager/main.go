@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -31,6 +30,7 @@ import (
 	"github.com/aihub-dev/hive-operator/controllers"
 	"github.com/aihub-dev/hive-operator/internal/lazylog"
 	"github.com/aihub-dev/hive-operator/internal/memlimit"
+	"github.com/aihub-dev/hive-operator/internal/readiness"
 	"github.com/aihub-dev/hive-operator/internal/restmapping"
 	"github.com/aihub-dev/hive-operator/internal/version"
 )
@@ -236,14 +236,7 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	}
 	// Ready once the caches have synced: a replica that has not seen the cluster yet should
 	// not receive traffic (metrics) nor count as available in a rollout of the operator.
-	if err := mgr.AddReadyzCheck("caches", func(req *http.Request) error {
-		syncCtx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)
-		defer cancel()
-		if !mgr.GetCache().WaitForCacheSync(syncCtx) {
-			return errors.New("caches have not synced yet")
-		}
-		return nil
-	}); err != nil {
+	if err := mgr.AddReadyzCheck("caches", readiness.CachesSynced(mgr.GetCache())); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 

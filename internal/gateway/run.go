@@ -19,6 +19,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
+	"github.com/aihub-dev/hive-operator/internal/readiness"
 )
 
 // RunOptions configure a gateway process.
@@ -63,15 +64,7 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 	if err := NewSyncer(mgr.GetCache(), pool).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	synced := func(req *http.Request) error {
-		syncCtx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)
-		defer cancel()
-		if !mgr.GetCache().WaitForCacheSync(syncCtx) {
-			return errors.New("caches have not synced yet")
-		}
-		return nil
-	}
-	if err := errors.Join(mgr.AddHealthzCheck("healthz", healthz.Ping), mgr.AddReadyzCheck("caches", synced)); err != nil {
+	if err := errors.Join(mgr.AddHealthzCheck("healthz", healthz.Ping), mgr.AddReadyzCheck("caches", readiness.CachesSynced(mgr.GetCache()))); err != nil {
 		return fmt.Errorf("adding the health checks: %w", err)
 	}
 	l := o.Listener
