@@ -30,8 +30,8 @@ const RetryAfter = "1"
 type Options struct {
 	// Transport reaches the agents; a tuned http.Transport when nil.
 	Transport http.RoundTripper
-	// MaxTries is how many agents a request is offered to when they cannot be reached;
-	// default 3. An agent that answers it is full (another gateway filled it) costs no try:
+	// MaxTries is how many agents a request is offered to when they cannot be reached or
+	// are shutting down; default 3. An agent that answers it is full (another gateway filled it) costs no try:
 	// the request waits for a slot within its queue timeout.
 	MaxTries int
 	Logger   logr.Logger
@@ -140,6 +140,18 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 		case err != nil:
 			release()
 			return nil, fmt.Errorf("forwarding to agent %s: %w", a.Name, err)
+		case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(swarmv1alpha1.HeaderOutcome) == "":
+			// The agent is shutting down and ran nothing (a 503 of a request it ran carries
+			// its outcome): offer the request to another, a few times at most.
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+			_ = resp.Body.Close()
+			release()
+			f.pool.Stopping(t.hive, a.Name)
+			f.opts.Logger.V(2).Info("agent shutting down; offering the request to another", "request", t.id, "hive", t.hive, "agent", a.Name)
+			if unreachable++; unreachable >= f.opts.MaxTries {
+				return nil, fmt.Errorf("%w in %d tries (the last: agent %s is shutting down)", errAgentsUnreachable, unreachable, a.Name)
+			}
+			continue
 		case resp.StatusCode == http.StatusTooManyRequests:
 			// Another gateway holds its slots: wait at the head of the queue for a slot,
 			// within the request's queue timeout.

@@ -247,3 +247,42 @@ func TestACallerThatGoesAwayCancelsTheRequestAtTheAgent(t *testing.T) {
 	}
 	waitFor(t, func() bool { return p.Load(key).InFlight == 0 })
 }
+
+func TestAnAgentShuttingDownIsLeftForAnother(t *testing.T) {
+	// An agent answers 503 without Hive-Outcome to a request that arrives once it got
+	// SIGTERM: nothing ran there. A gateway whose cache has not yet seen the pod go must
+	// offer the request to another agent, or a rollout fails requests.
+	stopping := newAgent(t, func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "agent a is shutting down", http.StatusServiceUnavailable)
+	})
+	ok := newAgent(t, echo)
+	failed := newAgent(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set(swarmv1alpha1.HeaderOutcome, swarmv1alpha1.OutcomeFailed)
+		http.Error(w, "the shutdown grace ran out", http.StatusServiceUnavailable)
+	})
+
+	p := NewPool(nil)
+	p.Set(key, Settings{}, []Agent{{Name: "a-stopping", Addr: stopping.Listener.Addr().String(), Slots: 1}, {Name: "b-ok", Addr: ok.Listener.Addr().String(), Slots: 1}})
+	srv := httptest.NewServer(NewHandler(p, Options{}))
+	defer srv.Close()
+	url := srv.URL + "/v1/namespaces/ns/hives/h/requests"
+	for i := range 3 {
+		resp, body := send(t, url, "x")
+		if resp.StatusCode != http.StatusOK || body != "echo" {
+			t.Fatalf("request %d: answer %s %q", i, resp.Status, body)
+		}
+	}
+	if got := stopping.requests(); len(got) != 1 {
+		t.Errorf("the stopping agent was offered %d requests, want 1: it said it stops", len(got))
+	}
+	if l := p.Load(key); l.InFlight != 0 || l.Slots != 1 {
+		t.Errorf("load %+v, want the stopping agent's slot gone", l)
+	}
+
+	// A 503 with an outcome is the request's own failure: it ran, and is not offered again.
+	p.Set(key, Settings{}, []Agent{{Name: "c-failed", Addr: failed.Listener.Addr().String(), Slots: 1}})
+	resp, _ := send(t, url, "x")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(swarmv1alpha1.HeaderOutcome) != swarmv1alpha1.OutcomeFailed || len(failed.requests()) != 1 {
+		t.Errorf("answer %s %v after %d tries, want the agent's own failure", resp.Status, resp.Header, len(failed.requests()))
+	}
+}

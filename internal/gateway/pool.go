@@ -52,6 +52,9 @@ type hive struct {
 	serving  bool
 	agents   map[string]*agent
 	queue    []*waiter // first in, first out
+	// stopping are agents that answered they are shutting down: they take no request
+	// until the pods the gateway watches stop listing them, however stale its cache.
+	stopping map[string]bool
 }
 
 // agent is an agent and the requests this gateway has in flight to it. An agent that
@@ -92,6 +95,9 @@ func (p *Pool) Set(key string, s Settings, agents []Agent) {
 	h.settings, h.serving = s, true
 	routable := make(map[string]bool, len(agents))
 	for _, a := range agents {
+		if h.stopping[a.Name] {
+			continue
+		}
 		routable[a.Name] = true
 		if cur := h.agents[a.Name]; cur != nil {
 			cur.Agent, cur.gone = a, false
@@ -105,6 +111,15 @@ func (p *Pool) Set(key string, s Settings, agents []Agent) {
 			if a.inFlight == 0 {
 				delete(h.agents, name)
 			}
+		}
+	}
+	listed := make(map[string]bool, len(agents))
+	for _, a := range agents {
+		listed[a.Name] = true
+	}
+	for name := range h.stopping {
+		if !listed[name] {
+			delete(h.stopping, name)
 		}
 	}
 	h.wakeAll()
@@ -213,6 +228,27 @@ func (p *Pool) Full(key, name string) {
 	if h := p.hives[key]; h != nil {
 		if a := h.agents[name]; a != nil {
 			a.fullUntil = p.now().Add(FullBackoff)
+		}
+	}
+}
+
+// Stopping records that an agent of a hive answered it is shutting down: it gets no new
+// request, even when the gateway's cache still lists it as routable.
+func (p *Pool) Stopping(key, name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.hives[key]
+	if h == nil {
+		return
+	}
+	if h.stopping == nil {
+		h.stopping = map[string]bool{}
+	}
+	h.stopping[name] = true
+	if a := h.agents[name]; a != nil {
+		a.gone = true
+		if a.inFlight == 0 {
+			delete(h.agents, name)
 		}
 	}
 }
