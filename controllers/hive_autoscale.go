@@ -21,22 +21,28 @@ func (r *HiveReconciler) autoscaleDecision(hive *swarmv1alpha1.Hive, l load, now
 	as := hive.Spec.Autoscaling
 	key := hiveKey(hive)
 	st, _ := r.scaling.get(key)
+	var servingSlots int32
+	if hive.Spec.Serving != nil {
+		servingSlots = hive.Spec.Serving.ConcurrencyOrDefault()
+	}
 	d := autoscale.Decide(autoscale.Input{
-		Now:         now,
-		Current:     hive.Spec.ReplicasOrDefault(),
-		Min:         as.MinReplicasOrDefault(),
-		Max:         as.MaxReplicas,
-		Target:      as.TargetUtilizationPercentOrDefault(),
-		Concurrency: hive.Spec.Agent.ConcurrencyOrDefault(),
-		MaxStep:     as.MaxScaleUpStepOrDefault(),
-		UpWindow:    as.ScaleUpWindowOrDefault(),
-		DownWindow:  as.ScaleDownWindowOrDefault(),
-		IdleTimeout: as.IdleTimeoutOrDefault(),
-		Queued:      l.queued,
-		Running:     l.running,
-		Busy:        len(l.busy),
-		LastActive:  st.lastActive,
-		History:     st.history,
+		Now:                now,
+		Current:            hive.Spec.ReplicasOrDefault(),
+		Min:                as.MinReplicasOrDefault(),
+		Max:                as.MaxReplicas,
+		Target:             as.TargetUtilizationPercentOrDefault(),
+		Concurrency:        hive.Spec.Agent.ConcurrencyOrDefault(),
+		MaxStep:            as.MaxScaleUpStepOrDefault(),
+		UpWindow:           as.ScaleUpWindowOrDefault(),
+		DownWindow:         as.ScaleDownWindowOrDefault(),
+		IdleTimeout:        as.IdleTimeoutOrDefault(),
+		Queued:             l.queued,
+		Running:            l.running,
+		Requests:           l.requests,
+		ServingConcurrency: servingSlots,
+		Busy:               len(l.busy),
+		LastActive:         st.lastActive,
+		History:            st.history,
 	})
 	r.scaling.set(key, scaleState{history: d.History, lastActive: d.LastActive})
 	return d

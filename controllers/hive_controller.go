@@ -18,8 +18,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
@@ -27,6 +30,7 @@ import (
 	"github.com/aihub-dev/hive-operator/internal/expectations"
 	"github.com/aihub-dev/hive-operator/internal/hivestatus"
 	"github.com/aihub-dev/hive-operator/internal/pool"
+	"github.com/aihub-dev/hive-operator/internal/requestload"
 	"github.com/aihub-dev/hive-operator/internal/revision"
 )
 
@@ -48,6 +52,18 @@ type HiveOptions struct {
 	Bindings InFlightBinds
 	// Metrics, when set, is told of scale events and rollouts.
 	Metrics HiveMetrics
+	// Requests, when set, tells the requests the gateways have queued and in flight for a
+	// hive (package requestload): they feed the autoscaler, and an agent serving requests
+	// is busy, so that a drain waits for them.
+	Requests RequestLoad
+	// RequestEvents, when set, carries the hives whose request load changed: each is
+	// reconciled.
+	RequestEvents <-chan event.GenericEvent
+}
+
+// RequestLoad tells the request load of a hive (namespace/name).
+type RequestLoad interface {
+	Load(hive string) requestload.Load
 }
 
 // InFlightBinds tells the binds in flight of a hive, by agent (namespace/name).
@@ -109,6 +125,7 @@ func NewHiveReconciler(c client.Client, apiReader client.Reader, recorder events
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 
 // Reconcile brings one hive's agents towards its spec.
 func (r *HiveReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -210,6 +227,9 @@ func (r *HiveReconciler) observe(ctx context.Context, hive *swarmv1alpha1.Hive, 
 		return obs, err
 	}
 	obs.load = countLoad(tasks, inFlight, hive.Namespace, hive.Spec.Agent.Capabilities, now)
+	if r.opts.Requests != nil && hive.Spec.Serving != nil {
+		obs.load.addRequests(r.opts.Requests.Load(key.String()))
+	}
 	return obs, nil
 }
 
@@ -376,7 +396,7 @@ func (r *HiveReconciler) forget(key types.NamespacedName) {
 
 // SetupWithManager registers the controller and its watches with the manager.
 func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	err := ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("hive").
 		For(&swarmv1alpha1.Hive{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&policyv1.PodDisruptionBudget{}).
@@ -385,8 +405,11 @@ func (r *HiveReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&rbacv1.RoleBinding{}).
 		Watches(&corev1.Pod{}, &podHandler{r: r}).
 		Watches(&swarmv1alpha1.Task{}, delayedTaskHandler(r.opts.StatusInterval/2), builder.WithPredicates(taskBindingChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles})
+	if r.opts.RequestEvents != nil {
+		b = b.WatchesRawSource(source.Channel(r.opts.RequestEvents, &handler.EnqueueRequestForObject{}))
+	}
+	err := b.Complete(r)
 	if err != nil {
 		return fmt.Errorf("setting up the hive controller: %w", err)
 	}

@@ -8,16 +8,19 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/lifecycle"
+	"github.com/aihub-dev/hive-operator/internal/requestload"
 )
 
-// load is what a hive's tasks ask of its agents.
+// load is what a hive's tasks and requests ask of its agents.
 type load struct {
-	// busy counts the slots each agent uses: tasks bound to it in the cache, and binds in
-	// flight the cache does not show yet.
+	// busy counts the slots each agent uses: tasks bound to it in the cache, binds in
+	// flight the cache does not show yet, and requests the gateways have in flight to it.
 	busy map[string]int
 	// queued counts the tasks waiting for a slot now (lifecycle.Waiting); running the
 	// tasks bound to an agent.
 	queued, running int
+	// requests are the requests queued and in flight at the gateways.
+	requests int
 	// retryIn is when the first task backing off starts waiting for a slot: the hive's
 	// load changes then, with no event to say so.
 	retryIn time.Duration
@@ -62,4 +65,13 @@ func countLoad(tasks []swarmv1alpha1.Task, inFlight map[string][]types.UID, name
 		l.running += len(uids)
 	}
 	return l
+}
+
+// addRequests counts the gateways' requests: in the autoscaler's load, and each agent
+// with requests in flight as busy.
+func (l *load) addRequests(r requestload.Load) {
+	l.requests = r.Total()
+	for agent, n := range r.Agents {
+		l.busy[agent] += n
+	}
 }

@@ -3,20 +3,26 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/dispatch"
 	"github.com/aihub-dev/hive-operator/internal/metrics"
+	"github.com/aihub-dev/hive-operator/internal/requestload"
 )
 
 // Options configure the operator's controllers.
@@ -41,6 +47,38 @@ type Options struct {
 	Namespaces []string
 	// FinishedTaskSweepInterval: see RetentionReconciler.
 	FinishedTaskSweepInterval time.Duration
+	// Gateways say where the hive gateways are, to read their request load.
+	Gateways GatewayOptions
+}
+
+// GatewayOptions say where the hive gateways are: the operator asks each, at a fixed
+// interval, what it has queued and in flight for each hive (package requestload), to scale
+// the hive on it and to keep agents serving requests from being deleted.
+type GatewayOptions struct {
+	// Namespace and Service name the gateways' Service, whose EndpointSlices list them;
+	// Port is the name of its port that serves their metrics and load. No request load is
+	// read when Service is empty.
+	Namespace, Service, Port string
+	// Interval is how often each gateway is asked; default 1s.
+	Interval time.Duration
+}
+
+// Enabled reports whether the operator reads the gateways' load.
+func (g GatewayOptions) Enabled() bool { return g.Service != "" }
+
+// Cache adds to o the EndpointSlices of the gateways' Service, and no other.
+func (g GatewayOptions) Cache(o cache.Options) cache.Options {
+	if !g.Enabled() {
+		return o
+	}
+	if o.ByObject == nil {
+		o.ByObject = map[client.Object]cache.ByObject{}
+	}
+	o.ByObject[&discoveryv1.EndpointSlice{}] = cache.ByObject{
+		Label:      labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: g.Service}),
+		Namespaces: map[string]cache.Config{g.Namespace: {}},
+	}
+	return o
 }
 
 // CacheOptions limit what the manager caches: only tasks that have not finished (the
@@ -97,10 +135,18 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("adding the task metrics: %w", err)
 	}
 	ledger := dispatch.NewLedger()
-	hives := NewHiveReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("hive-controller"), HiveOptions{
+	hiveOpts := HiveOptions{
 		Now: o.Now, DrainSettle: o.DrainSettle, StatusInterval: o.StatusInterval,
 		MaxConcurrentReconciles: o.HiveConcurrency, Bindings: ledger, Metrics: prometheusMetrics{},
-	})
+	}
+	if o.Gateways.Enabled() {
+		poller, changed := requestPoller(mgr, o.Gateways)
+		if err := mgr.Add(poller); err != nil {
+			return fmt.Errorf("adding the gateways' poller: %w", err)
+		}
+		hiveOpts.Requests, hiveOpts.RequestEvents = poller, changed
+	}
+	hives := NewHiveReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("hive-controller"), hiveOpts)
 	if err := hives.SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -125,4 +171,18 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		MissingDependencyTimeout: o.MissingDependencyTimeout, MaxConcurrentReconciles: o.TaskConcurrency, Metrics: prometheusMetrics{},
 	})
 	return tasks.SetupWithManager(mgr)
+}
+
+// requestPoller returns the poller of the gateways' request load and the events of the
+// hives whose load changed, for the hive controller.
+func requestPoller(mgr ctrl.Manager, g GatewayOptions) (*requestload.Poller, <-chan event.GenericEvent) {
+	changed := make(chan event.GenericEvent, 1024)
+	targets := requestload.EndpointSliceTargets(mgr.GetCache(), g.Namespace, g.Service, g.Port)
+	poller := requestload.NewPoller(targets, func(keys []string) {
+		for _, key := range keys {
+			ns, name, _ := strings.Cut(key, "/")
+			changed <- event.GenericEvent{Object: &swarmv1alpha1.Hive{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}
+		}
+	}, requestload.PollerOptions{Interval: g.Interval, Logger: mgr.GetLogger().WithName("requestload")})
+	return poller, changed
 }

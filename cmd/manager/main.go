@@ -56,6 +56,8 @@ type options struct {
 	namespaces string
 	qps        float64
 	burst      int
+	// gatewayService is the gateways' Service, namespace/name.
+	gatewayService string
 
 	controllers controllers.Options
 	zap         zap.Options
@@ -107,9 +109,23 @@ func parseFlags(args []string) (*options, error) {
 		"How long a task waits for a task named in its dependsOn that does not exist before it fails.")
 	fs.DurationVar(&o.controllers.FinishedTaskSweepInterval, "finished-task-sweep-interval", 5*time.Minute,
 		"How often every finished task is listed, a page at a time, to delete those past their retention and enforce maxFinishedTasks; tasks that finish while the operator runs are deleted on time without it.")
+	fs.StringVar(&o.gatewayService, "gateway-service", "",
+		"The hive gateways' Service, namespace/name: each gateway it lists is asked for its requests queued and in flight, which scale hives and keep busy agents from deletion. Empty: hives scale on tasks only.")
+	fs.StringVar(&o.controllers.Gateways.Port, "gateway-load-port", "metrics", "The name of the gateway Service's port that serves /load.")
+	fs.DurationVar(&o.controllers.Gateways.Interval, "gateway-load-interval", time.Second, "How often each gateway is asked for its load.")
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("parsing flags: %w", err)
+	}
+	if o.gatewayService != "" {
+		ns, name, ok := strings.Cut(o.gatewayService, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("--gateway-service=%q must be namespace/name", o.gatewayService)
+		}
+		o.controllers.Gateways.Namespace, o.controllers.Gateways.Service = ns, name
+	}
+	if o.controllers.Gateways.Interval <= 0 {
+		return nil, fmt.Errorf("--gateway-load-interval=%s must be positive", o.controllers.Gateways.Interval)
 	}
 	if o.version {
 		return o, nil
@@ -198,7 +214,7 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	cacheOpts := controllers.CacheOptions()
+	cacheOpts := o.controllers.Gateways.Cache(controllers.CacheOptions())
 	if o.namespaces != "" {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range strings.Split(o.namespaces, ",") {

@@ -173,9 +173,20 @@ func TestParseFlags(t *testing.T) {
 				return o.namespaces == "a, b" && o.qps == 50 && o.controllers.TaskConcurrency == 3 && o.leaderElect
 			},
 		},
-		"unknown flag":   {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined"},
-		"stray argument": {args: []string{"run"}, wantErr: "every setting is a --flag"},
-		"zero qps":       {args: []string{"--kube-api-qps=0"}, wantErr: "must be positive"},
+		"gateways": {
+			args: []string{"--gateway-service=hive-system/hive-gateway", "--gateway-load-interval=2s"},
+			check: func(o *options) bool {
+				g := o.controllers.Gateways
+				return g.Enabled() && g.Namespace == "hive-system" && g.Service == "hive-gateway" && g.Port == "metrics" && g.Interval == 2*time.Second
+			},
+		},
+		"no gateways":                       {check: func(o *options) bool { return !o.controllers.Gateways.Enabled() }},
+		"gateway service without namespace": {args: []string{"--gateway-service=hive-gateway"}, wantErr: "must be namespace/name"},
+		"gateway service of three parts":    {args: []string{"--gateway-service=a/b/c"}, wantErr: "must be namespace/name"},
+		"zero gateway interval":             {args: []string{"--gateway-load-interval=0s"}, wantErr: "must be positive"},
+		"unknown flag":                      {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined"},
+		"stray argument":                    {args: []string{"run"}, wantErr: "every setting is a --flag"},
+		"zero qps":                          {args: []string{"--kube-api-qps=0"}, wantErr: "must be positive"},
 		"metrics certificate missing": {
 			args:    []string{"--metrics-cert-dir=" + t.TempDir()},
 			wantErr: "mount a Secret with tls.crt and tls.key there",

@@ -1,5 +1,5 @@
 // Package autoscale decides how many agents a hive with spec.autoscaling should run, from its
-// task load, the way an HPA decides from a metric: a raw recommendation from the load,
+// task load and its request load, the way an HPA decides from a metric: a raw recommendation from the load,
 // bounded by min and max, stabilised by windows (scale up on a sustained rise, down only on
 // a sustained fall), limited in its step, never below the busy agents, and to and from
 // zero. It is pure: the caller keeps the history between calls and passes the clock.
@@ -26,9 +26,14 @@ type Input struct {
 	UpWindow, DownWindow, IdleTimeout time.Duration
 	// Queued and Running are the hive's tasks waiting for a slot and bound to an agent.
 	Queued, Running int
-	// Busy is the number of agents running at least one task.
+	// Requests are the hive's requests queued and in flight at the gateways, and
+	// ServingConcurrency the serving slots per agent. Serving slots are apart from task
+	// slots, so the hive needs the agents the busier of the two asks for.
+	Requests           int
+	ServingConcurrency int32
+	// Busy is the number of agents running at least one task or request.
 	Busy int
-	// LastActive is the last time the hive had queued or running tasks (zero: unknown,
+	// LastActive is the last time the hive had tasks or requests (zero: unknown,
 	// taken as now, so that a restarted operator waits a full idle period).
 	LastActive time.Time
 	// History holds recent recommendations, oldest first, as returned by the last call.
@@ -75,15 +80,17 @@ type Decision struct {
 
 // Decide computes the number of agents for the input.
 func Decide(in Input) Decision {
-	load := in.Queued + in.Running
+	tasks := in.Queued + in.Running
+	load := tasks + in.Requests
 	lastActive := in.LastActive
 	if load > 0 || lastActive.IsZero() {
 		lastActive = in.Now
 	}
-	slots := float64(max(in.Concurrency, 1)) * float64(max(in.Target, 1)) / 100
-	raw := int32(0)
-	if load > 0 {
-		raw = int32(ceilDiv(float64(load), slots))
+	raw := max(agentsFor(tasks, in.Concurrency, in.Target), agentsFor(in.Requests, in.ServingConcurrency, in.Target))
+	what := demand(tasks, in.Requests)
+	slotsEach := fmt.Sprintf("%d slots each", in.Concurrency)
+	if in.Requests > 0 {
+		slotsEach = fmt.Sprintf("%d task and %d serving slots each", in.Concurrency, in.ServingConcurrency)
 	}
 
 	d := Decision{LastActive: lastActive}
@@ -92,21 +99,21 @@ func Decide(in Input) Decision {
 	switch {
 	case raw > in.Max:
 		rec, d.Limit = in.Max, AtMax
-		d.Message = fmt.Sprintf("%d tasks need %d agents at %d%% of %d slots each; maxReplicas is %d", load, raw, in.Target, in.Concurrency, in.Max)
+		d.Message = fmt.Sprintf("%s need %d agents at %d%% of %s; maxReplicas is %d", what, raw, in.Target, slotsEach, in.Max)
 	case raw < in.Min:
 		rec, d.Limit = in.Min, AtMin
-		d.Message = fmt.Sprintf("%d tasks need %d agents; minReplicas is %d", load, raw, in.Min)
+		d.Message = fmt.Sprintf("%s need %d agents; minReplicas is %d", what, raw, in.Min)
 	case raw == 0 && in.Min == 0 && in.Current > 0 && idleFor < in.IdleTimeout:
 		// Keep one warm agent until the hive has been idle for the idle timeout.
 		rec, d.Limit = 1, WithinRange
-		d.Message = fmt.Sprintf("no tasks; scaling to zero after %s idle (idle for %s)", in.IdleTimeout, idleFor.Round(time.Second))
+		d.Message = fmt.Sprintf("%s; scaling to zero after %s idle (idle for %s)", what, in.IdleTimeout, idleFor.Round(time.Second))
 		d.RequeueAfter = in.IdleTimeout - idleFor
 	case raw == 0:
 		d.Limit = AtZero
-		d.Message = fmt.Sprintf("no tasks for %s; the first queued task starts an agent", idleFor.Round(time.Second))
+		d.Message = fmt.Sprintf("%s for %s; the first queued task or request starts an agent", what, idleFor.Round(time.Second))
 	default:
 		d.Limit = WithinRange
-		d.Message = fmt.Sprintf("%d tasks need %d agents at %d%% of %d slots each", load, raw, in.Target, in.Concurrency)
+		d.Message = fmt.Sprintf("%s need %d agents at %d%% of %s", what, raw, in.Target, slotsEach)
 	}
 	// Scale-down drains; the busy agents stay whatever the load says.
 	rec = max(rec, min(int32(in.Busy), in.Max))
@@ -140,7 +147,8 @@ func Decide(in Input) Decision {
 		// The idle timeout is the stabilisation for going to zero.
 		target = 0
 	case in.Current == 0 && load > 0:
-		// Activation: the first task brings an agent back at once, whatever the windows.
+		// Activation: the first task or request brings an agent back at once, whatever the
+		// windows.
 		target = max(1, lowestSince(d.History, in.Now.Add(-in.UpWindow)))
 	case rec > in.Current:
 		// Scale up to what the load has asked for all through the up window.
@@ -160,6 +168,28 @@ func Decide(in Input) Decision {
 	}
 	d.Replicas = min(max(target, in.Min), in.Max)
 	return d
+}
+
+// agentsFor returns the agents n tasks or requests need, at target percent of slots each.
+func agentsFor(n int, slots, target int32) int32 {
+	if n <= 0 {
+		return 0
+	}
+	return int32(ceilDiv(float64(n), float64(max(slots, 1))*float64(max(target, 1))/100))
+}
+
+// demand describes a load for the messages: "3 tasks", "3 tasks and 2 requests", "no tasks".
+func demand(tasks, requests int) string {
+	switch {
+	case requests == 0 && tasks == 0:
+		return "no tasks"
+	case requests == 0:
+		return fmt.Sprintf("%d tasks", tasks)
+	case tasks == 0:
+		return fmt.Sprintf("%d requests", requests)
+	default:
+		return fmt.Sprintf("%d tasks and %d requests", tasks, requests)
+	}
 }
 
 func ceilDiv(a, b float64) int64 {

@@ -12,6 +12,7 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 type step struct {
 	at                    time.Duration
 	queued, running, busy int
+	requests              int
 	want                  int32
 	limit                 Limit
 }
@@ -30,7 +31,7 @@ func run(t *testing.T, in Input, current int32, steps []step) {
 	in.Current = current
 	for i, s := range steps {
 		in.Now = t0.Add(s.at)
-		in.Queued, in.Running, in.Busy = s.queued, s.running, s.busy
+		in.Queued, in.Running, in.Busy, in.Requests = s.queued, s.running, s.busy, s.requests
 		d := Decide(in)
 		if d.Replicas != s.want || (s.limit != "" && d.Limit != s.limit) {
 			t.Fatalf("step %d at %v (queued %d running %d busy %d, current %d): replicas %d (%s: %s), want %d %s",
@@ -46,6 +47,27 @@ func TestDecideOverTime(t *testing.T) {
 		current int32
 		steps   []step
 	}{
+		"requests wake a hive at zero and size it by their serving slots": {
+			in:      func(in *Input) { in.ServingConcurrency = 4 },
+			current: 0,
+			steps: []step{
+				{at: 0, requests: 1, want: 1, limit: WithinRange},
+				{at: time.Second, requests: 13, busy: 1, want: 4},
+				// The busier kind sizes the hive: slots of the two kinds are apart.
+				{at: 2 * time.Second, queued: 6, requests: 8, busy: 4, want: 4},
+				{at: 3 * time.Second, queued: 12, requests: 8, busy: 4, want: 6},
+			},
+		},
+		"requests keep a hive from its idle timeout": {
+			in:      func(in *Input) { in.ServingConcurrency = 4 },
+			current: 1,
+			steps: []step{
+				{at: 0, requests: 1, want: 1},
+				{at: 4 * time.Minute, requests: 1, want: 1},
+				{at: 8 * time.Minute, want: 1},
+				{at: 9*time.Minute + time.Second, want: 0, limit: AtZero},
+			},
+		},
 		"a burst scales up at once, capped by max": {
 			current: 2,
 			steps: []step{
@@ -143,6 +165,19 @@ func TestDecideOverTime(t *testing.T) {
 			}
 			run(t, in, tc.current, tc.steps)
 		})
+	}
+}
+
+func TestDecideExplainsRequests(t *testing.T) {
+	in := base()
+	in.Now, in.Current, in.Running, in.Requests, in.ServingConcurrency, in.Target = t0, 1, 2, 30, 8, 50
+	d := Decide(in)
+	if want := "2 tasks and 30 requests need 8 agents at 50% of 2 task and 8 serving slots each"; d.Message != want || d.Replicas != 8 {
+		t.Errorf("%d agents: %q, want 8: %q", d.Replicas, d.Message, want)
+	}
+	in.Running = 0
+	if d = Decide(in); !strings.HasPrefix(d.Message, "30 requests need 8 agents") {
+		t.Errorf("message %q", d.Message)
 	}
 }
 

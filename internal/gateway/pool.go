@@ -9,10 +9,14 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
+
+	"github.com/aihub-dev/hive-operator/internal/requestload"
 )
 
 // Agent is an agent a request may be sent to.
@@ -351,4 +355,35 @@ func (p *Pool) Load(key string) Load {
 		}
 	}
 	return l
+}
+
+// Report returns this gateway's requests queued and in flight, by hive and agent, for the
+// operator (package requestload). Hives with none are left out.
+func (p *Pool) Report() requestload.Report {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := requestload.Report{Hives: map[string]requestload.Hive{}}
+	for key, h := range p.hives {
+		rh := requestload.Hive{Queued: len(h.queue)}
+		for name, a := range h.agents {
+			if a.inFlight > 0 {
+				if rh.Agents == nil {
+					rh.Agents = map[string]int{}
+				}
+				rh.Agents[name] = a.inFlight
+			}
+		}
+		if rh.Queued > 0 || rh.Agents != nil {
+			r.Hives[key] = rh
+		}
+	}
+	return r
+}
+
+// ReportHandler serves the pool's Report as JSON.
+func ReportHandler(p *Pool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(p.Report())
+	})
 }

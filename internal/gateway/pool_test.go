@@ -2,11 +2,17 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aihub-dev/hive-operator/internal/requestload"
 )
 
 const key = "ns/h"
@@ -196,5 +202,47 @@ func waitFor(t *testing.T, cond func() bool) {
 			return
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestTheReportGivesWhatIsQueuedAndInFlightByAgent(t *testing.T) {
+	p := NewPool(nil)
+	p.Set(key, Settings{QueueLength: 5, QueueTimeout: time.Minute}, agents(2, 1))
+	p.Set("ns/idle", Settings{}, agents(1))
+	_, r1 := acquire(t, p)
+	acquire(t, p)
+	acquire(t, p)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	queued := make(chan error, 1)
+	go func() {
+		_, _, err := p.Acquire(ctx, key, time.Now(), false)
+		queued <- err
+	}()
+	waitFor(t, func() bool { return p.Load(key).Queued == 1 })
+
+	rec := httptest.NewRecorder()
+	ReportHandler(p).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, requestload.Path, nil))
+	var got requestload.Report
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := requestload.Report{Hives: map[string]requestload.Hive{key: {Queued: 1, Agents: map[string]int{"a0": 2, "a1": 1}}}}
+	if !reflect.DeepEqual(got, want) || rec.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("report %+v, want %+v (an idle hive left out)", got, want)
+	}
+
+	// An agent that stops serving still reports its request until it is released.
+	p.Set(key, Settings{QueueLength: 5, QueueTimeout: time.Minute}, agents(0)[:0])
+	if r := p.Report().Hives[key]; r.Agents["a0"] != 2 {
+		t.Errorf("report %+v after the agents left", r)
+	}
+	r1()
+	cancel()
+	if err := <-queued; !errors.Is(err, context.Canceled) {
+		t.Errorf("the queued request ended with %v, want its caller's cancellation", err)
+	}
+	if r := p.Report().Hives[key]; r.Agents["a0"] != 1 || r.Queued != 0 {
+		t.Errorf("report %+v after a release", r)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
 	"github.com/aihub-dev/hive-operator/internal/readiness"
+	"github.com/aihub-dev/hive-operator/internal/requestload"
 )
 
 // RunOptions configure a gateway process.
@@ -28,7 +29,8 @@ type RunOptions struct {
 	Listener   net.Listener
 	ListenAddr string
 	// ProbeAddr serves /healthz and /readyz (ready once the caches have synced);
-	// MetricsAddr the metrics ("0" disables either).
+	// MetricsAddr the metrics and the load the operator polls, at /load ("0" disables
+	// either).
 	ProbeAddr, MetricsAddr string
 	// Namespaces are the namespaces whose hives are served; all when empty.
 	Namespaces []string
@@ -51,16 +53,17 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
 		}
 	}
+	pool := NewPool(nil)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Cache:                  cacheOpts,
-		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		Scheme: scheme,
+		Cache:  cacheOpts,
+		// The operator reads the gateways' load next to their metrics (package requestload).
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr, ExtraHandlers: map[string]http.Handler{requestload.Path: ReportHandler(pool)}},
 		HealthProbeBindAddress: o.ProbeAddr,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the gateway's manager: %w", err)
 	}
-	pool := NewPool(nil)
 	if err := NewSyncer(mgr.GetCache(), pool).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -49,6 +49,13 @@ func servingAgent(t *testing.T, hive *swarmv1alpha1.Hive, ip string, h agent.Han
 	pod := agentpod.Build(hive, revision.Of(&hive.Spec))
 	pod.Name = "agent-" + strings.ReplaceAll(ip, ".", "-")
 	create(t, pod)
+	return runServingAgent(t, pod, ip, h)
+}
+
+// runServingAgent runs the SDK agent of an existing pod on ip and marks the pod Running and
+// Ready with that IP once the agent's readiness probe passes, as the kubelet would.
+func runServingAgent(t *testing.T, pod *corev1.Pod, ip string, h agent.Handler) *corev1.Pod {
+	t.Helper()
 	port, slots, _ := agentpod.Serving(pod)
 	health := testenv.FreeAddr(t)
 	testenv.Background(t, "agent "+pod.Name, func(ctx context.Context) error {
@@ -57,7 +64,6 @@ func servingAgent(t *testing.T, hive *swarmv1alpha1.Hive, ip string, h agent.Han
 			ServingAddr: net.JoinHostPort(ip, strconv.Itoa(port)), ServingConcurrency: slots,
 		}, h)
 	})
-	// Ready once its readiness probe passes, as the kubelet would mark it.
 	eventually(t, 20*time.Second, func() error { return get200("http://" + health + "/readyz") })
 	now := metav1.Now()
 	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}}}
@@ -71,16 +77,24 @@ func servingAgent(t *testing.T, hive *swarmv1alpha1.Hive, ip string, h agent.Han
 // request URL for hive h.
 func startGateway(t *testing.T, ns string) string {
 	t.Helper()
+	url, _ := startGatewayWithMetrics(t, ns, "0")
+	return url
+}
+
+// startGatewayWithMetrics runs a gateway whose metrics (and load) are served on
+// metricsAddr, and returns its request URL for hive h and its listener's address.
+func startGatewayWithMetrics(t *testing.T, ns, metricsAddr string) (url, addr string) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	probe := testenv.FreeAddr(t)
 	testenv.Background(t, "the gateway", func(ctx context.Context) error {
-		return gateway.Run(ctx, env.Config, gateway.RunOptions{Listener: l, ProbeAddr: probe, MetricsAddr: "0", Namespaces: []string{ns}, ShutdownGrace: time.Second})
+		return gateway.Run(ctx, env.Config, gateway.RunOptions{Listener: l, ProbeAddr: probe, MetricsAddr: metricsAddr, Namespaces: []string{ns}, ShutdownGrace: time.Second})
 	})
 	eventually(t, 20*time.Second, func() error { return get200("http://" + probe + "/readyz") })
-	return "http://" + l.Addr().String() + "/v1/namespaces/" + ns + "/hives/h/requests"
+	return "http://" + l.Addr().String() + "/v1/namespaces/" + ns + "/hives/h/requests", l.Addr().String()
 }
 
 func get200(url string) error {

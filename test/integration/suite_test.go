@@ -97,7 +97,7 @@ func startOperatorWith(t *testing.T, mgrOpts func(*ctrl.Options), mutate ...func
 	op := &operator{writes: &writeCounter{}, done: make(chan error, 1)}
 	opts := ctrl.Options{
 		Scheme:                 testenv.Scheme,
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  o.Gateways.Cache(controllers.CacheOptions()),
 		MapperProvider:         restmapping.Provider,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
