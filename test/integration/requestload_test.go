@@ -3,10 +3,12 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +23,8 @@ import (
 	"github.com/aihub-dev/hive-operator/internal/agentpod"
 	"github.com/aihub-dev/hive-operator/pkg/agent"
 	"github.com/aihub-dev/hive-operator/test/builder"
+	"github.com/aihub-dev/hive-operator/test/kubelet"
+	"github.com/aihub-dev/hive-operator/test/testenv"
 )
 
 // These tests run the operator with a gateway whose load it polls (package requestload):
@@ -198,4 +202,181 @@ func TestARequestInFlightHoldsItsAgentThroughADrain(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// servingRuntime is the kubelet's runtime for serving agents: each pod's SDK agent serves
+// on the pod's own loopback IP, and Start returns once its readiness probe passes, so
+// that the kubelet marks the pod Ready when the agent can serve (StartBeforeReady).
+type servingRuntime struct {
+	t       *testing.T
+	handler agent.Handler
+
+	mu     sync.Mutex
+	ips    map[string]string
+	next   int
+	agents map[string]*servingProc
+}
+
+type servingProc struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ipOf gives each pod an IP of its own, the same every time.
+func (r *servingRuntime) ipOf(pod *corev1.Pod) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ip, ok := r.ips[pod.Name]; ok {
+		return ip
+	}
+	r.next++
+	ip := fmt.Sprintf("127.0.1.%d", r.next)
+	r.ips[pod.Name] = ip
+	return ip
+}
+
+func (r *servingRuntime) Start(pod *corev1.Pod) {
+	port, slots, _ := agentpod.Serving(pod)
+	health := testenv.FreeAddr(r.t)
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &servingProc{cancel: cancel, done: make(chan struct{})}
+	r.mu.Lock()
+	r.agents[pod.Name] = p
+	r.mu.Unlock()
+	go func() {
+		defer close(p.done)
+		_ = agent.Run(ctx, agent.Options{
+			Config: env.Config, PodName: pod.Name, Namespace: pod.Namespace, HealthAddr: health, ShutdownGrace: time.Second,
+			ServingAddr: net.JoinHostPort(r.ipOf(pod), strconv.Itoa(port)), ServingConcurrency: slots,
+		}, r.handler)
+	}()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && get200("http://"+health+"/readyz") != nil; {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Stop shuts the agent down as SIGTERM does: it finishes its requests within its grace.
+func (r *servingRuntime) Stop(pod string, grace time.Duration) {
+	r.mu.Lock()
+	p := r.agents[pod]
+	delete(r.agents, pod)
+	r.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.cancel()
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+	}
+}
+
+func (r *servingRuntime) Kill(pod string) { r.Stop(pod, 0) }
+
+// TestARolloutAndAScaleDownUnderLoadFailNoRequest sends requests without pause through the
+// gateway while the hive rolls out a new template and then scales down: agents drain,
+// finish their requests and stop, new ones start, and every request is answered 200. Some
+// requests take longer than an agent's shutdown grace, as a long streamed answer does:
+// their agents are deleted only once they have been answered.
+func TestARolloutAndAScaleDownUnderLoadFailNoRequest(t *testing.T) {
+	ns := namespace(t)
+	rt := &servingRuntime{t: t, ips: map[string]string{}, agents: map[string]*servingProc{},
+		handler: func(ctx context.Context, task *agent.Task) (string, error) {
+			d := time.Duration(5+rand.IntN(20)) * time.Millisecond
+			if strings.HasPrefix(task.Input, "slow") {
+				// Longer than the agent's shutdown grace (1s): only a drain that waits for
+				// the request lets it finish.
+				d = 1500 * time.Millisecond
+			}
+			select {
+			case <-time.After(d):
+				return task.Input, nil
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}}
+	k := &kubelet.Kubelet{Config: env.Config, Client: env.Client, Namespace: ns, NodeName: "node-1", MarkReady: true,
+		Runtime: rt, StartBeforeReady: true, PodIP: rt.ipOf}
+	kctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := k.Start(kctx); err != nil {
+		t.Fatal(err)
+	}
+	url := gatewayWithLoad(t, ns)
+	create(t, withServing(builder.Hive(ns, "h").Replicas(3).Obj(), 4))
+	eventually(t, 20*time.Second, func() error {
+		if h := getHive(t, ns, "h"); h.Status.AvailableReplicas != 3 {
+			return fmt.Errorf("%d agents available", h.Status.AvailableReplicas)
+		}
+		return nil
+	})
+
+	var (
+		mu       sync.Mutex
+		statuses = map[int]int{}
+		failures []string
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+	)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				in := fmt.Sprintf("%d-%d", w, i)
+				if w < 2 {
+					in = "slow-" + in
+				}
+				r := request(url, in)
+				mu.Lock()
+				statuses[r.status]++
+				if r.status != http.StatusOK || r.body != in {
+					failures = append(failures, fmt.Sprintf("%d %q", r.status, r.body))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	served := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return statuses[http.StatusOK]
+	}
+	eventually(t, 10*time.Second, func() error {
+		if n := served(); n < 200 {
+			return fmt.Errorf("%d requests served", n)
+		}
+		return nil
+	})
+
+	old := getHive(t, ns, "h").Status.CurrentRevision
+	patchHive(t, ns, "h", func(h *swarmv1alpha1.Hive) { h.Spec.Template.Spec.Containers[0].Image = "example.com/agent:v2" })
+	eventually(t, 60*time.Second, func() error {
+		h := getHive(t, ns, "h")
+		if h.Status.CurrentRevision == old || h.Status.UpdatedReplicas != 3 || h.Status.Replicas != 3 || h.Status.AvailableReplicas != 3 {
+			return fmt.Errorf("rollout: revision %s, %d updated of %d, %d available", h.Status.CurrentRevision, h.Status.UpdatedReplicas, h.Status.Replicas, h.Status.AvailableReplicas)
+		}
+		return nil
+	})
+	rolled := served()
+	patchHive(t, ns, "h", func(h *swarmv1alpha1.Hive) { h.Spec.Replicas = ptr.To[int32](1) })
+	eventually(t, 60*time.Second, func() error {
+		pods := &corev1.PodList{}
+		if err := env.Client.List(t.Context(), pods, client.InNamespace(ns), client.MatchingLabels{swarmv1alpha1.LabelHive: "h"}); err != nil {
+			return err
+		}
+		if len(pods.Items) != 1 {
+			return fmt.Errorf("%d agent pods", len(pods.Items))
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Errorf("%d of %d requests failed; the first: %v", len(failures), served()+len(failures), failures[:min(5, len(failures))])
+	}
+	t.Logf("answers by status %v: %d before the rollout ended, %d after it", statuses, rolled, served()-rolled)
 }

@@ -58,6 +58,14 @@ type Kubelet struct {
 	ReadyAfter time.Duration
 	// Runtime runs the containers of Ready pods; nil runs none.
 	Runtime Runtime
+	// StartBeforeReady starts a pod's containers before it is marked Ready, and marks it
+	// Ready once Runtime.Start has returned: with a Runtime whose Start returns once the
+	// agent's readiness probe passes, pods become Ready as a real kubelet's do, when their
+	// agent can serve. Without it, the containers start once the pod is Ready.
+	StartBeforeReady bool
+	// PodIP returns the IP a pod is given; the same for every pod when nil. It must give
+	// one pod the same IP every time.
+	PodIP func(pod *corev1.Pod) string
 	// Workers is the number of pods handled at once. Default 16.
 	Workers int
 
@@ -192,6 +200,9 @@ func (k *Kubelet) sync(ctx context.Context, name string) {
 			k.queue.AddAfter(name, wait)
 			return
 		}
+		if k.StartBeforeReady {
+			k.start(pod)
+		}
 		k.write(ctx, pod, corev1.PodRunning, true)
 	default:
 		k.start(pod)
@@ -204,14 +215,16 @@ func (k *Kubelet) isHeld(name string) bool {
 	return k.held[name]
 }
 
-// start runs the containers of a Ready pod, once.
+// start runs the containers of a pod, once. Calls for one pod come one at a time (the
+// queue's), so Start runs outside the lock: a Runtime may wait for its agent to be ready.
 func (k *Kubelet) start(pod *corev1.Pod) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	if k.Runtime == nil || k.running[pod.Name] {
+		k.mu.Unlock()
 		return
 	}
 	k.running[pod.Name] = true
+	k.mu.Unlock()
 	k.Runtime.Start(pod.DeepCopy())
 }
 
@@ -294,6 +307,9 @@ func (k *Kubelet) setStatus(ctx context.Context, pod *corev1.Pod, phase corev1.P
 		pod.Status.StartTime = &now
 	}
 	pod.Status.PodIP = "10.0.0.1"
+	if k.PodIP != nil {
+		pod.Status.PodIP = k.PodIP(pod)
+	}
 	pod.Status.Conditions = []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
 		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
