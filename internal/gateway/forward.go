@@ -35,6 +35,8 @@ type Options struct {
 	// the request waits for a slot within its queue timeout.
 	MaxTries int
 	Logger   logr.Logger
+	// Metrics, when set, count every request.
+	Metrics *Metrics
 }
 
 // NewHandler returns the gateway's HTTP handler: POST
@@ -64,9 +66,20 @@ func NewHandler(pool *Pool, o Options) http.Handler {
 		ErrorHandler:  f.failed,
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc(RequestsPath, func(w http.ResponseWriter, req *http.Request) {
+	mux.HandleFunc(RequestsPath, func(rw http.ResponseWriter, req *http.Request) {
+		hive := req.PathValue("namespace") + "/" + req.PathValue("hive")
+		st := &requestStats{arrived: time.Now()}
+		w := &statusRecorder{ResponseWriter: rw}
+		defer func() {
+			st.finish(w.status, rw.Header().Get(swarmv1alpha1.HeaderOutcome), req.Context().Err())
+			if !pool.Serves(hive) {
+				hive = ""
+			}
+			o.Metrics.observe(hive, st, w.status, time.Now())
+		}()
 		input, err := io.ReadAll(http.MaxBytesReader(w, req.Body, swarmv1alpha1.MaxInputLength))
 		if err != nil {
+			st.reason = ReasonRejected
 			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				http.Error(w, fmt.Sprintf("the input exceeds the limit of %d bytes, as a task's does", swarmv1alpha1.MaxInputLength), http.StatusRequestEntityTooLarge)
 				return
@@ -76,6 +89,7 @@ func NewHandler(pool *Pool, o Options) http.Handler {
 		}
 		if v := req.Header.Get(swarmv1alpha1.HeaderTimeout); v != "" {
 			if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+				st.reason = ReasonRejected
 				http.Error(w, fmt.Sprintf("%s: %q is not a positive duration such as 30s", swarmv1alpha1.HeaderTimeout, v), http.StatusBadRequest)
 				return
 			}
@@ -83,7 +97,7 @@ func NewHandler(pool *Pool, o Options) http.Handler {
 		id := newID()
 		w.Header().Set(swarmv1alpha1.HeaderRequestID, id)
 		out := req.WithContext(context.WithValue(req.Context(), targetKey{}, target{
-			hive: req.PathValue("namespace") + "/" + req.PathValue("hive"), id: id, input: input,
+			hive: hive, id: id, input: input, stats: st,
 		}))
 		proxy.ServeHTTP(w, out)
 	})
@@ -97,7 +111,55 @@ type targetKey struct{}
 type target struct {
 	hive, id string
 	input    []byte
+	stats    *requestStats
 }
+
+// requestStats is what the metrics need of a request: when it arrived, was forwarded to
+// the agent that served it, and that agent's answer ended, and why it ended as it did.
+type requestStats struct {
+	arrived, forwarded, answered time.Time
+	reason                       string
+}
+
+// finish sets the reason of a request the gateway did not refuse itself, from its status,
+// its Hive-Outcome (a header or a trailer) and whether its caller went away.
+func (st *requestStats) finish(status int, outcome string, callerErr error) {
+	switch {
+	case st.reason != "":
+	case callerErr != nil:
+		st.reason = ReasonCanceled
+	case status < 300 && outcome != swarmv1alpha1.OutcomeFailed:
+		st.reason = ReasonSucceeded
+	default:
+		st.reason = ReasonFailed
+	}
+}
+
+// statusRecorder keeps the status of an answer. A status never written (the caller went
+// away first) is 499, as proxies log it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b) //nolint:wrapcheck // the proxy reads it as it comes
+}
+
+// Flush and Unwrap keep the stream flowing through the recorder.
+func (w *statusRecorder) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // forwarder is the proxy's transport: it offers a request to the agents of its hive.
 type forwarder struct {
@@ -126,6 +188,7 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The request is replayable: net/http may resend it on a kept-alive connection the
 		// agent closed before reading it.
 		out.Header.Set("Idempotency-Key", t.id)
+		sent := time.Now()
 		resp, err := f.opts.Transport.RoundTrip(out)
 		switch {
 		case err != nil && req.Context().Err() == nil && isDialError(err):
@@ -161,7 +224,11 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 			f.pool.Full(t.hive, a.Name)
 			continue
 		}
-		resp.Body = &releasing{ReadCloser: resp.Body, release: release}
+		t.stats.forwarded = sent
+		resp.Body = &releasing{ReadCloser: resp.Body, release: func() {
+			t.stats.answered = time.Now()
+			release()
+		}}
 		return resp, nil
 	}
 }
@@ -187,18 +254,31 @@ func (r *releasing) Close() error {
 
 // failed answers a request the gateway could not forward.
 func (f *forwarder) failed(w http.ResponseWriter, req *http.Request, err error) {
-	status := http.StatusBadGateway
+	status, reason := http.StatusBadGateway, ReasonError
 	switch {
 	case errors.Is(err, ErrNotServing):
-		status = http.StatusNotFound
-	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrQueueTimeout), errors.Is(err, errAgentsUnreachable):
-		status = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", RetryAfter)
+		status, reason = http.StatusNotFound, ReasonNotServing
+	case errors.Is(err, ErrQueueFull):
+		status, reason = http.StatusServiceUnavailable, ReasonQueueFull
+	case errors.Is(err, ErrQueueTimeout):
+		status, reason = http.StatusServiceUnavailable, ReasonQueueTimeout
+	case errors.Is(err, errAgentsUnreachable):
+		status, reason = http.StatusServiceUnavailable, ReasonUnreachable
 	case req.Context().Err() != nil:
+		reason = ReasonCanceled
+	}
+	t, _ := req.Context().Value(targetKey{}).(target)
+	if t.stats != nil {
+		t.stats.reason = reason
+	}
+	switch reason {
+	case ReasonCanceled:
 		return // the caller is gone
+	case ReasonQueueFull, ReasonQueueTimeout, ReasonUnreachable:
+		w.Header().Set("Retry-After", RetryAfter)
 	}
 	msg := err.Error()
-	if t, ok := req.Context().Value(targetKey{}).(target); ok {
+	if t.hive != "" {
 		msg = fmt.Sprintf("hive %s: %s", t.hive, msg)
 	}
 	f.opts.Logger.V(2).Info("request not forwarded", "status", status, "error", msg)

@@ -339,6 +339,27 @@ type Load struct {
 	InFlight, Queued, Slots int
 }
 
+// Serves reports whether the pool routes requests to a hive.
+func (p *Pool) Serves(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.hives[key]
+	return h != nil && h.serving
+}
+
+// Loads returns the load of every hive the pool serves.
+func (p *Pool) Loads() map[string]Load {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]Load, len(p.hives))
+	for key, h := range p.hives {
+		if h.serving {
+			out[key] = h.load()
+		}
+	}
+	return out
+}
+
 // Load returns the load of a hive.
 func (p *Pool) Load(key string) Load {
 	p.mu.Lock()
@@ -347,6 +368,11 @@ func (p *Pool) Load(key string) Load {
 	if h == nil {
 		return Load{}
 	}
+	return h.load()
+}
+
+// load is the hive's load. Must hold mu.
+func (h *hive) load() Load {
 	l := Load{Queued: len(h.queue)}
 	for _, a := range h.agents {
 		l.InFlight += a.inFlight

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -16,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	swarmv1alpha1 "github.com/aihub-dev/hive-operator/api/v1alpha1"
@@ -57,12 +60,18 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		Cache:  cacheOpts,
-		// The operator reads the gateways' load next to their metrics (package requestload).
-		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr, ExtraHandlers: map[string]http.Handler{requestload.Path: ReportHandler(pool)}},
+		// The gateway serves its own metrics endpoint (metricsServer).
+		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: o.ProbeAddr,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the gateway's manager: %w", err)
+	}
+	o.Handler.Metrics = NewMetrics(pool)
+	if o.MetricsAddr != "0" && o.MetricsAddr != "" {
+		if err := mgr.Add(metricsServer(o.MetricsAddr, pool, o.Handler.Metrics)); err != nil {
+			return fmt.Errorf("adding the metrics server: %w", err)
+		}
 	}
 	if err := NewSyncer(mgr.GetCache(), pool).SetupWithManager(mgr); err != nil {
 		return err
@@ -106,4 +115,33 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		return fmt.Errorf("running the gateway: %w", err)
 	}
 	return nil
+}
+
+// metricsServer serves, on addr, the gateway's metrics at /metrics (its own registry, so
+// that gateways in one process each count their own, and controller-runtime's, for its
+// watches and client) and its load at /load, which the operator polls (package
+// requestload).
+func metricsServer(addr string, pool *Pool, m *Metrics) manager.RunnableFunc {
+	return func(ctx context.Context) error {
+		reg := prometheus.NewRegistry()
+		if err := m.Register(reg); err != nil {
+			return fmt.Errorf("registering the gateway's metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, ctrlmetrics.Registry}, promhttp.HandlerOpts{}))
+		mux.Handle(requestload.Path, ReportHandler(pool))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("serving metrics on %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			<-ctx.Done()
+			_ = srv.Close()
+		}()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving metrics: %w", err)
+		}
+		return nil
+	}
 }

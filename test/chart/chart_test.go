@@ -129,6 +129,9 @@ var (
 			"HiveTaskQueueGrowing":        "> 0",
 			"HiveOperatorMemoryHigh":      "> 0.9",
 			"HiveOperatorNoLeader":        "< 1",
+			"HiveRequestLatencyHigh":      "> 0.2",
+			"HiveRequestErrorRatioHigh":   "> 0.01",
+			"HiveServingSlotsSaturated":   "> 0.8",
 		},
 	}
 	allOptions = release{
@@ -152,6 +155,9 @@ var (
 			"HiveTaskQueueGrowing":        "> 0.5",
 			"HiveOperatorMemoryHigh":      "> 0.8",
 			"HiveOperatorNoLeader":        "< 1",
+			"HiveRequestLatencyHigh":      "> 0.1",
+			"HiveRequestErrorRatioHigh":   "> 0.02",
+			"HiveServingSlotsSaturated":   "> 0.9",
 		},
 		watchNamespaces: []string{"team-a", "team-b"},
 		exemptUsers:     []string{"system:serviceaccount:team-a:results-exporter"},
@@ -870,17 +876,22 @@ func checkMonitoring(t *testing.T, r release, objs []*unstructured.Unstructured)
 		t.Errorf("alerts %v, want exactly %v", keys(alerts), keys(r.thresholds))
 	}
 	for metric, alert := range map[string]string{
-		"hive_task_queue_wait_seconds_bucket":         "HiveTaskQueueWaitHigh",
-		`hive_task_outcomes_total{phase="Failed"}`:    "HiveTaskFailureRatioHigh",
-		"controller_runtime_reconcile_errors_total":   "HiveOperatorReconcileErrors",
-		`hive_tasks{phase="Pending"}`:                 "HiveTaskQueueGrowing",
-		"container_memory_working_set_bytes":          "HiveOperatorMemoryHigh",
-		"kube_pod_container_resource_limits":          "HiveOperatorMemoryHigh",
-		`name="hive-operator.swarm.aihub.dev"`:        "HiveOperatorNoLeader",
-		"leader_election_master_status":               "HiveOperatorNoLeader",
-		`container="manager"`:                         "HiveOperatorMemoryHigh",
-		`namespace="` + r.namespace + `"`:             "HiveOperatorMemoryHigh",
-		`deriv(max by (namespace, hive) (hive_tasks{`: "HiveTaskQueueGrowing",
+		"hive_task_queue_wait_seconds_bucket":                       "HiveTaskQueueWaitHigh",
+		`hive_task_outcomes_total{phase="Failed"}`:                  "HiveTaskFailureRatioHigh",
+		"controller_runtime_reconcile_errors_total":                 "HiveOperatorReconcileErrors",
+		`hive_tasks{phase="Pending"}`:                               "HiveTaskQueueGrowing",
+		"container_memory_working_set_bytes":                        "HiveOperatorMemoryHigh",
+		"kube_pod_container_resource_limits":                        "HiveOperatorMemoryHigh",
+		`name="hive-operator.swarm.aihub.dev"`:                      "HiveOperatorNoLeader",
+		"leader_election_master_status":                             "HiveOperatorNoLeader",
+		`container="manager"`:                                       "HiveOperatorMemoryHigh",
+		`namespace="` + r.namespace + `"`:                           "HiveOperatorMemoryHigh",
+		`deriv(max by (namespace, hive) (hive_tasks{`:               "HiveTaskQueueGrowing",
+		"hive_gateway_request_duration_seconds_bucket":              "HiveRequestLatencyHigh",
+		`hive_gateway_requests_total{hive!="", code="5xx"}`:         "HiveRequestErrorRatioHigh",
+		`hive_gateway_requests_total{hive!="", reason="failed"}`:    "HiveRequestErrorRatioHigh",
+		"sum by (namespace, hive) (hive_gateway_requests_in_flight": "HiveServingSlotsSaturated",
+		"max by (namespace, hive) (hive_gateway_serving_slots":      "HiveServingSlotsSaturated",
 	} {
 		expr := alerts[alert].Expr
 		if !strings.Contains(expr.String(), metric) {
@@ -1081,6 +1092,7 @@ func checkDashboard(t *testing.T, cm *corev1.ConfigMap) {
 	var dashboard struct {
 		Title  string `json:"title"`
 		Panels []struct {
+			Type    string `json:"type"`
 			Title   string `json:"title"`
 			Targets []struct {
 				Expr string `json:"expr"`
@@ -1094,6 +1106,9 @@ func checkDashboard(t *testing.T, cm *corev1.ConfigMap) {
 	}
 	var exprs []string
 	for _, p := range dashboard.Panels {
+		if p.Type == "row" {
+			continue
+		}
 		if len(p.Targets) == 0 {
 			t.Errorf("panel %q has no query", p.Title)
 		}
@@ -1106,6 +1121,9 @@ func checkDashboard(t *testing.T, cm *corev1.ConfigMap) {
 		"hive_agents{", `hive_tasks{phase="Pending"`, "rate(hive_task_outcomes_total{",
 		`hive_task_outcomes_total{phase="Failed"`,
 		"histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,",
+		"hive_gateway_request_duration_seconds_bucket{", "hive_gateway_request_queue_wait_seconds_bucket{",
+		"hive_gateway_request_agent_seconds_bucket{", "rate(hive_gateway_requests_total{",
+		"hive_gateway_requests_in_flight{", "hive_gateway_requests_queued{", "hive_gateway_serving_slots{",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no dashboard query has %s", want)

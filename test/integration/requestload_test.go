@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -35,11 +36,12 @@ import (
 const gatewayService = "hive-gateway"
 
 // gatewayWithLoad runs a gateway for ns, lists it in the EndpointSlice of the gateways'
-// Service, and starts an operator that polls it; it returns the request URL of hive h.
-func gatewayWithLoad(t *testing.T, ns string) string {
+// Service, and starts an operator that polls it; it returns the request URL of hive h and
+// the gateway's metrics address.
+func gatewayWithLoad(t *testing.T, ns string) (url, metrics string) {
 	t.Helper()
-	metrics := interfaceAddr(t)
-	url, _ := startGatewayWithMetrics(t, ns, metrics)
+	metrics = interfaceAddr(t)
+	url, _ = startGatewayWithMetrics(t, ns, metrics)
 	host, port, _ := net.SplitHostPort(metrics)
 	n, _ := strconv.Atoi(port)
 	create(t, &discoveryv1.EndpointSlice{
@@ -51,7 +53,7 @@ func gatewayWithLoad(t *testing.T, ns string) string {
 	startOperator(t, func(o *controllers.Options) {
 		o.Gateways = controllers.GatewayOptions{Namespace: ns, Service: gatewayService, Port: "metrics", Interval: 100 * time.Millisecond}
 	})
-	return url
+	return url, metrics
 }
 
 // interfaceAddr returns a free address on the machine's first IPv4 address that is not a
@@ -107,7 +109,7 @@ func onePod(t *testing.T, ns string) *corev1.Pod {
 // hive to one agent, and the request is answered by it.
 func TestARequestToAHiveAtZeroStartsAnAgent(t *testing.T) {
 	ns := namespace(t)
-	url := gatewayWithLoad(t, ns)
+	url, metrics := gatewayWithLoad(t, ns)
 	create(t, withServing(builder.Hive(ns, "h").Replicas(0).Autoscaling(0, 3).Obj(), 4))
 	eventually(t, 10*time.Second, func() error {
 		if c := getHive(t, ns, "h").Status.Conditions; len(c) == 0 {
@@ -139,6 +141,23 @@ func TestARequestToAHiveAtZeroStartsAnAgent(t *testing.T) {
 	if n := replicasOf(t, ns, "h"); n != 1 {
 		t.Errorf("%d replicas for one request, want 1", n)
 	}
+	// The gateway counted it, on the port the operator polls.
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		fmt.Sprintf(`hive_gateway_requests_total{code="2xx",hive="h",namespace=%q,reason="succeeded"} 1`, ns),
+		fmt.Sprintf(`hive_gateway_request_queue_wait_seconds_count{hive="h",namespace=%q} 1`, ns),
+		fmt.Sprintf(`hive_gateway_serving_slots{hive="h",namespace=%q} 4`, ns),
+		"workqueue_adds_total", // controller-runtime's, next to the gateway's own
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("the gateway's metrics lack %s", want)
+		}
+	}
 }
 
 // TestARequestInFlightHoldsItsAgentThroughADrain scales a hive down while its agent serves
@@ -146,7 +165,7 @@ func TestARequestToAHiveAtZeroStartsAnAgent(t *testing.T) {
 // it is deleted only once the request has been answered.
 func TestARequestInFlightHoldsItsAgentThroughADrain(t *testing.T) {
 	ns := namespace(t)
-	url := gatewayWithLoad(t, ns)
+	url, _ := gatewayWithLoad(t, ns)
 	create(t, withServing(builder.Hive(ns, "h").Replicas(1).Obj(), 2))
 	pod := onePod(t, ns)
 	inside, release := make(chan struct{}, 1), make(chan struct{})
@@ -302,7 +321,7 @@ func TestARolloutAndAScaleDownUnderLoadFailNoRequest(t *testing.T) {
 	if err := k.Start(kctx); err != nil {
 		t.Fatal(err)
 	}
-	url := gatewayWithLoad(t, ns)
+	url, _ := gatewayWithLoad(t, ns)
 	create(t, withServing(builder.Hive(ns, "h").Replicas(3).Obj(), 4))
 	eventually(t, 20*time.Second, func() error {
 		if h := getHive(t, ns, "h"); h.Status.AvailableReplicas != 3 {
