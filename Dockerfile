@@ -1,4 +1,5 @@
-# Builds the operator's images: `docker build --target manager .` and `docker build --target agent .`
+# Builds the operator's images: `docker build --target manager .`, `--target agent` and
+# `--target gateway`.
 FROM golang:1.27.3 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -13,7 +14,7 @@ ARG TARGETARCH=amd64
 # The release the binaries report (--version): the Makefile's VERSION.
 ARG VERSION=devel
 RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath \
-      -ldflags "-s -w -X github.com/aihub-dev/hive-operator/internal/version.Version=${VERSION}" -o /out/ ./cmd/manager ./cmd/hive-agent
+      -ldflags "-s -w -X github.com/aihub-dev/hive-operator/internal/version.Version=${VERSION}" -o /out/ ./cmd/manager ./cmd/hive-agent ./cmd/hive-gateway
 
 # The manager: static, on distroless, as a non-root user.
 FROM gcr.io/distroless/static:nonroot AS manager
@@ -30,3 +31,10 @@ WORKDIR /
 COPY --from=build /out/hive-agent /hive-agent
 USER 65532:65532
 ENTRYPOINT ["/hive-agent"]
+
+# The gateway (cmd/hive-gateway): static, on distroless, as a non-root user.
+FROM gcr.io/distroless/static:nonroot AS gateway
+WORKDIR /
+COPY --from=build /out/hive-gateway /hive-gateway
+USER 65532:65532
+ENTRYPOINT ["/hive-gateway"]

@@ -22,6 +22,7 @@ VERSION ?= v0.1.0
 LDFLAGS := -X github.com/aihub-dev/hive-operator/internal/version.Version=$(VERSION)
 IMG ?= ghcr.io/aihub-dev/hive-operator:$(VERSION)
 AGENT_IMG ?= ghcr.io/aihub-dev/hive-agent:$(VERSION)
+GATEWAY_IMG ?= ghcr.io/aihub-dev/hive-gateway:$(VERSION)
 CONTAINER_TOOL ?= docker
 
 # Packages whose coverage the project tracks.
@@ -146,9 +147,10 @@ plugin-archives: ## Build the kubectl plugin's release archives, checksums and k
 	go run ./hack/release -version $(VERSION) -out dist/plugin
 
 .PHONY: docker-build
-docker-build: ## Build the manager and reference agent images (needs a container engine).
+docker-build: ## Build the manager, reference agent and gateway images (needs a container engine).
 	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --target manager -t $(IMG) .
 	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --target agent -t $(AGENT_IMG) .
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --target gateway -t $(GATEWAY_IMG) .
 
 ##@ Local cluster
 

@@ -50,6 +50,7 @@ const module = "github.com/aihub-dev/hive-operator"
 var images = []image{
 	{"hive-operator", module + "/cmd/manager", "/manager", "The Hive operator: warm pools of AI agents and their tasks on Kubernetes."},
 	{"hive-agent", module + "/cmd/hive-agent", "/hive-agent", "The reference Hive agent: runs each task with a command, an HTTP endpoint or an echo."},
+	{"hive-gateway", module + "/cmd/hive-gateway", "/hive-gateway", "The Hive gateway: answers requests to hives through their warm agents, with no API write per request."},
 }
 
 // options say what to build.

@@ -90,6 +90,7 @@ func TestImages(t *testing.T) {
 	for _, want := range []struct{ image, entrypoint, prints string }{
 		{"hive-operator", "/manager", "manager v9.9.9-test ("},
 		{"hive-agent", "/hive-agent", "hive-agent v9.9.9-test ("},
+		{"hive-gateway", "/hive-gateway", "hive-gateway v9.9.9-test ("},
 	} {
 		t.Run(want.image, func(t *testing.T) {
 			p, err := layout.FromPath(filepath.Join(o.out, want.image))

@@ -73,6 +73,7 @@ type release struct {
 	serviceAccount string
 	image          string
 	managerArgs    []string          // manager arguments the Deployment must have
+	gatewayHPA     bool              // the gateway's replicas are an HPA's
 	monitoring     bool              // ServiceMonitor, PrometheusRule and dashboard rendered
 	thresholds     map[string]string // alert -> how its expression ends (comparison and threshold)
 	// watchNamespaces: the manager's Roles and the admission policy's namespaces; empty for
@@ -170,6 +171,7 @@ var (
 		commonAnnotations: map[string]string{"example.com/contact": "platform@example.com"},
 		runbookBase:       "https://wiki.example.com/runbooks/hive",
 		extraRules:        []string{"HiveAgentsStarting", "hive:task_outcomes:rate5m"},
+		gatewayHPA:        true,
 	}
 	releases = map[string]release{"default": defaults, "monitoring": monitoring, "all-options": allOptions}
 )
@@ -319,11 +321,11 @@ func kustomize(t *testing.T) []*unstructured.Unstructured {
 	return objs
 }
 
-// find returns the objects of a kind.
+// find returns the objects of a kind, but the gateway's (gateway_test.go checks those).
 func find(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	for _, o := range objs {
-		if o.GetKind() == kind {
+		if o.GetKind() == kind && !isGateway(o) {
 			out = append(out, o)
 		}
 	}
@@ -397,6 +399,7 @@ func TestRender(t *testing.T) {
 			checkMonitoring(t, r, objs)
 			checkUserRoles(t, r, objs)
 			checkOperability(t, r, objs)
+			checkGateway(t, r, objs)
 		})
 	}
 }
@@ -807,8 +810,8 @@ func checkNamespaces(t *testing.T, r release, objs []*unstructured.Unstructured)
 	for _, o := range objs {
 		ns := o.GetNamespace()
 		switch {
-		case (o.GetKind() == "Role" || o.GetKind() == "RoleBinding") && o.GetName() == manager && slices.Contains(r.watchNamespaces, ns):
-			// The manager's permissions in a namespace it watches.
+		case (o.GetKind() == "Role" || o.GetKind() == "RoleBinding") && (o.GetName() == manager || o.GetName() == manager+"-gateway") && slices.Contains(r.watchNamespaces, ns):
+			// The manager's and the gateway's permissions in a namespace it watches.
 		case clusterScoped[o.GetKind()]:
 			if ns != "" {
 				t.Errorf("the cluster-scoped %s %s names the namespace %q", o.GetKind(), o.GetName(), ns)
@@ -1190,6 +1193,12 @@ func TestKustomize(t *testing.T) {
 	cc.Image, kc.Image = "", ""
 	if diff := cmp.Diff(cc, kc); diff != "" {
 		t.Errorf("the manager container differs (-chart +kustomize):\n%s", diff)
+	}
+	// The gateway too: config/gateway is the chart's default render.
+	kg := oneGateway[appsv1.Deployment](t, objs, "Deployment")
+	cg := oneGateway[appsv1.Deployment](t, chart, "Deployment")
+	if diff := cmp.Diff(cg.Spec.Template.Spec.Containers, kg.Spec.Template.Spec.Containers); diff != "" {
+		t.Errorf("the gateway container differs (-chart +kustomize):\n%s", diff)
 	}
 	checkDeployment(t, release{
 		namespace: "hive-system", replicas: 2, serviceAccount: "hive-operator",

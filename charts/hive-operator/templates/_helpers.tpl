@@ -124,3 +124,46 @@ cert-manager issues; empty when the manager serves a self-signed certificate.
 {{- printf "%s-metrics-cert" (include "hive-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The gateway's name prefix, "<fullname>-gateway", within a DNS label.
+*/}}
+{{- define "hive-operator.gatewayName" -}}
+{{- printf "%s-gateway" (include "hive-operator.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Labels that select the gateway's pods: apart from the manager's (whose Deployment selects
+name and instance), so that neither Deployment claims the other's pods. Never to change.
+*/}}
+{{- define "hive-operator.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "hive-operator.name" . | trunc 55 | trimSuffix "-" }}-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of the gateway's objects, commonLabels among them.
+*/}}
+{{- define "hive-operator.gatewayLabels" -}}
+helm.sh/chart: {{ include "hive-operator.chart" . }}
+{{ include "hive-operator.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/part-of: hive-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway's image: a digest pins it exactly, else the tag, else the chart's appVersion.
+*/}}
+{{- define "hive-operator.gatewayImage" -}}
+{{- $i := .Values.gateway.image }}
+{{- if $i.digest }}
+{{- printf "%s@%s" $i.repository $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $i.repository (default .Chart.AppVersion $i.tag) }}
+{{- end }}
+{{- end }}
