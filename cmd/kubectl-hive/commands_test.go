@@ -1022,7 +1022,7 @@ func TestHelp(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	wantContains(t, "help", out.String(), "kubectl hive [command]", "status", "submit", "queue", "results", "--kubeconfig", "--namespace")
+	wantContains(t, "help", out.String(), "kubectl hive [command]", "status", "submit", "request", "queue", "results", "--kubeconfig", "--namespace")
 }
 
 // syncBuffer is a buffer a command writes to while a test reads it.

@@ -67,9 +67,10 @@ func isTerminal(w io.Writer) bool {
 func newRootCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kubectl-hive",
-		Short: "Inspect Hives and submit Tasks",
+		Short: "Inspect Hives, submit Tasks and send requests",
 		Long: `kubectl hive shows what the agents of a Hive are doing, the queue of its Tasks
-in dispatch order and the results of finished Tasks, and submits Tasks.`,
+in dispatch order and the results of finished Tasks, submits Tasks, and sends requests
+through the hive gateway.`,
 		Annotations: map[string]string{
 			// Help and usage say "kubectl hive", the way a user runs the plugin.
 			cobra.CommandDisplayNameAnnotation: "kubectl hive",
@@ -83,7 +84,7 @@ in dispatch order and the results of finished Tasks, and submits Tasks.`,
 	cmd.SetOut(o.streams.Out)
 	cmd.SetErr(o.streams.ErrOut)
 	o.flags.AddFlags(cmd.PersistentFlags())
-	cmd.AddCommand(newStatusCommand(o), newSubmitCommand(o), newQueueCommand(o), newResultsCommand(o), newVersionCommand())
+	cmd.AddCommand(newStatusCommand(o), newSubmitCommand(o), newRequestCommand(o), newQueueCommand(o), newResultsCommand(o), newVersionCommand())
 	return cmd
 }
 
