@@ -155,7 +155,7 @@ docker-build: ## Build the manager, reference agent and gateway images (needs a 
 ##@ Local cluster
 
 .PHONY: demo
-demo: ## Run the operator on a local simulated cluster (kwok) and show a hive answering tasks.
+demo: ## Run the operator and the gateway on a local simulated cluster (kwok) and show a hive answering tasks and requests.
 	hack/demo.sh up
 
 .PHONY: demo-down

@@ -45,7 +45,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address /healthz and /readyz bind to (ready once the watches have synced).")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8082", "Address the metrics endpoint binds to; 0 disables it.")
 	fs.StringVar(&o.namespaces, "namespaces", "", "Comma-separated namespaces whose hives are served; empty for all.")
-	fs.IntVar(&o.maxTries, "max-tries", 3, "Agents a request is offered to when they answer that they are full or cannot be reached.")
+	fs.IntVar(&o.maxTries, "max-tries", 3, "Agents that may refuse a request (they cannot be reached, or are shutting down) before it is answered 503; one agent that refuses for a moment is tried again after a backoff, within the hive's queue timeout.")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second,
 		"How long requests in flight may finish after SIGTERM; keep it below the pod's terminationGracePeriodSeconds.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Requests per second the gateway may make to the API server (its watches only).")

@@ -9,12 +9,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +89,9 @@ func run(ctx context.Context, binary, namespace, logDir string) error {
 					continue
 				}
 				cmd, err := startAgent(binary, p, logDir)
+				if errors.Is(err, errNoIP) {
+					continue
+				}
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "run-agents: pod %s: %v\n", p.Name, err)
 					alive[p.Name] = false
@@ -125,8 +131,16 @@ func startAgent(binary string, pod *corev1.Pod, logDir string) (*agentProcess, e
 		return nil, fmt.Errorf("no container runs hive-agent (no --mode= argument)")
 	}
 	container := pod.Spec.Containers[idx]
-	// Many agents share this machine: no health port each.
+	// Many agents share this machine: no health port each, and an agent that serves
+	// requests listens on its pod's IP (the demo's kwok gives pods loopback addresses), where
+	// the gateway sends them.
 	args := append([]string{"--health-addr=0"}, container.Args...)
+	if port, _, ok := agentpod.Serving(pod); ok {
+		if pod.Status.PodIP == "" {
+			return nil, errNoIP
+		}
+		args = append(args, "--serving-addr="+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(port)))
+	}
 	cmd := exec.Command(binary, args...) //nolint:gosec // the binary is the project's own agent
 	cmd.Env = os.Environ()
 	for _, e := range container.Env {
@@ -159,6 +173,9 @@ func startAgent(binary string, pod *corev1.Pod, logDir string) (*agentProcess, e
 	}()
 	return p, nil
 }
+
+// errNoIP is a serving pod whose IP is not known yet: its agent starts once it is.
+var errNoIP = errors.New("the pod has no IP yet to serve requests on")
 
 // stopAgent stops an agent as the kubelet would stop its container: SIGTERM, then SIGKILL
 // after the grace period.

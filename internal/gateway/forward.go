@@ -30,8 +30,9 @@ const RetryAfter = "1"
 type Options struct {
 	// Transport reaches the agents; a tuned http.Transport when nil.
 	Transport http.RoundTripper
-	// MaxTries is how many agents a request is offered to when they cannot be reached or
-	// are shutting down; default 3. An agent that answers it is full (another gateway filled it) costs no try:
+	// MaxTries is how many distinct agents may refuse a request (they cannot be reached, or
+	// are shutting down) before it is answered 503; default 3. One agent that refuses is
+	// tried again after a backoff that grows with its refusals, within the queue timeout. An agent that answers it is full (another gateway filled it) costs no try:
 	// the request waits for a slot within its queue timeout.
 	MaxTries int
 	Logger   logr.Logger
@@ -172,10 +173,18 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return nil, errors.New("gateway: a request without a hive")
 	}
-	arrived, again, unreachable := time.Now(), false, 0
+	arrived, again := time.Now(), false
+	// refused are the agents that could not be reached or were shutting down: a request
+	// gives up once MaxTries of them have. One agent that refuses for a moment (its process
+	// is not listening yet) is tried again after its backoff, within the queue timeout.
+	refused := map[string]bool{}
+	var lastRefusal error
 	for try := 1; ; try++ {
 		a, release, err := f.pool.Acquire(req.Context(), t.hive, arrived, again)
 		if err != nil {
+			if errors.Is(err, ErrQueueTimeout) && lastRefusal != nil {
+				return nil, fmt.Errorf("%w within the queue timeout (the last: %w)", errAgentsUnreachable, lastRefusal)
+			}
 			return nil, err
 		}
 		again = true
@@ -190,31 +199,36 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 		out.Header.Set("Idempotency-Key", t.id)
 		sent := time.Now()
 		resp, err := f.opts.Transport.RoundTrip(out)
+		if err == nil {
+			f.pool.Reached(t.hive, a.Name)
+		}
 		switch {
 		case err != nil && req.Context().Err() == nil && isDialError(err):
-			// Nothing ran there: offer it to another agent, a few times at most.
+			// Nothing ran there: offer it again, to this agent after its backoff or another.
 			release()
-			f.pool.Full(t.hive, a.Name)
-			f.opts.Logger.V(2).Info("agent unreachable; offering the request to another", "request", t.id, "hive", t.hive, "agent", a.Name, "error", err.Error())
-			if unreachable++; unreachable >= f.opts.MaxTries {
-				return nil, fmt.Errorf("%w in %d tries (the last: agent %s: %w)", errAgentsUnreachable, unreachable, a.Name, err)
+			f.pool.Unreachable(t.hive, a.Name)
+			f.opts.Logger.V(2).Info("agent unreachable; offering the request again", "request", t.id, "hive", t.hive, "agent", a.Name, "error", err.Error())
+			refused[a.Name], lastRefusal = true, fmt.Errorf("agent %s: %w", a.Name, err)
+			if len(refused) >= f.opts.MaxTries {
+				return nil, fmt.Errorf("%w: %d agents refused it (the last: %w)", errAgentsUnreachable, len(refused), lastRefusal)
 			}
 			continue
-		case err != nil:
-			release()
-			return nil, fmt.Errorf("forwarding to agent %s: %w", a.Name, err)
-		case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(swarmv1alpha1.HeaderOutcome) == "":
+		case err == nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(swarmv1alpha1.HeaderOutcome) == "":
 			// The agent is shutting down and ran nothing (a 503 of a request it ran carries
-			// its outcome): offer the request to another, a few times at most.
+			// its outcome): offer the request to another.
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 			_ = resp.Body.Close()
 			release()
 			f.pool.Stopping(t.hive, a.Name)
 			f.opts.Logger.V(2).Info("agent shutting down; offering the request to another", "request", t.id, "hive", t.hive, "agent", a.Name)
-			if unreachable++; unreachable >= f.opts.MaxTries {
-				return nil, fmt.Errorf("%w in %d tries (the last: agent %s is shutting down)", errAgentsUnreachable, unreachable, a.Name)
+			refused[a.Name], lastRefusal = true, fmt.Errorf("agent %s is shutting down", a.Name)
+			if len(refused) >= f.opts.MaxTries {
+				return nil, fmt.Errorf("%w: %d agents refused it (the last: %w)", errAgentsUnreachable, len(refused), lastRefusal)
 			}
 			continue
+		case err != nil:
+			release()
+			return nil, fmt.Errorf("forwarding to agent %s: %w", a.Name, err)
 		case resp.StatusCode == http.StatusTooManyRequests:
 			// Another gateway holds its slots: wait at the head of the queue for a slot,
 			// within the request's queue timeout.

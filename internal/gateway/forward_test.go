@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -152,18 +153,15 @@ func TestAFullOrUnreachableAgentIsSkipped(t *testing.T) {
 }
 
 func TestRequestsNoAgentTakesAreAnswered503WithRetryAfter(t *testing.T) {
-	// Agents that cannot be reached: the request gives up after MaxTries.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gone := l.Addr().String()
-	_ = l.Close()
+	gone := "127.0.0.1:1" // nothing listens there
 	p := NewPool(nil)
-	p.Set(key, Settings{QueueLength: 1, QueueTimeout: time.Minute}, []Agent{{Name: "gone", Addr: gone, Slots: 1}})
+	// The only agent refuses connections: the request tries it again after each backoff,
+	// until its queue timeout. (Three agents that refuse end it at once: see
+	// TestAFullOrUnreachableAgentIsSkipped and the metrics' test.)
+	p.Set(key, Settings{QueueLength: 1, QueueTimeout: 300 * time.Millisecond}, []Agent{{Name: "gone", Addr: gone, Slots: 1}})
 	srv := httptest.NewServer(NewHandler(p, Options{}))
 	defer srv.Close()
-	if resp, body := send(t, srv.URL+"/v1/namespaces/ns/hives/h/requests", "x"); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no agent could be reached in 3 tries (the last: agent gone: ") {
+	if resp, body := send(t, srv.URL+"/v1/namespaces/ns/hives/h/requests", "x"); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no agent could be reached within the queue timeout (the last: agent gone: ") {
 		t.Errorf("with the only agent unreachable: %s %q", resp.Status, body)
 	}
 
@@ -280,4 +278,57 @@ func TestAnAgentShuttingDownIsLeftForAnother(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(swarmv1alpha1.HeaderOutcome) != swarmv1alpha1.OutcomeFailed || len(failed.requests()) != 1 {
 		t.Errorf("answer %s %v after %d tries, want the agent's own failure", resp.Status, resp.Header, len(failed.requests()))
 	}
+}
+
+func TestAnAgentThatIsNotListeningYetIsTriedAgainWithinTheQueueTimeout(t *testing.T) {
+	// An agent whose pod turned Ready a moment before its process listens (a pod without a
+	// readiness probe, a restarted container) refuses connections for that moment. The
+	// request waits for it, within its queue timeout, rather than failing in three quick
+	// tries at one agent.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	p := NewPool(nil)
+	p.Set(key, Settings{QueueLength: 10, QueueTimeout: 10 * time.Second}, []Agent{{Name: "late", Addr: addr, Slots: 1}})
+	srv := httptest.NewServer(NewHandler(p, Options{}))
+	defer srv.Close()
+
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return // the port was taken meanwhile: the request then fails, and says so
+		}
+		_ = http.Serve(l, http.HandlerFunc(echo))
+	}()
+	resp, body := send(t, srv.URL+"/v1/namespaces/ns/hives/h/requests", "x")
+	if resp.StatusCode != http.StatusOK || body != "echo" {
+		t.Fatalf("answer %s %q", resp.Status, body)
+	}
+}
+
+func TestTheBackoffOfAnUnreachableAgentGrowsAndResets(t *testing.T) {
+	now := time.Now()
+	p := NewPool(func() time.Time { return now })
+	p.Set(key, Settings{}, agents(1))
+	var waits []time.Duration
+	for range 8 {
+		p.Unreachable(key, "a0")
+		waits = append(waits, p.hives[key].agents["a0"].fullUntil.Sub(now))
+	}
+	want := []time.Duration{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond, 160 * time.Millisecond,
+		320 * time.Millisecond, 640 * time.Millisecond, time.Second, time.Second}
+	if fmt.Sprint(waits) != fmt.Sprint(want) {
+		t.Errorf("backoffs %v, want %v", waits, want)
+	}
+	p.Reached(key, "a0")
+	p.Unreachable(key, "a0")
+	if got := p.hives[key].agents["a0"].fullUntil.Sub(now); got != 20*time.Millisecond {
+		t.Errorf("after an answer, the backoff starts again at %v", got)
+	}
+	p.Unreachable("ns/none", "a0") // a hive or agent that is gone: nothing to do
+	p.Reached(key, "none")
 }

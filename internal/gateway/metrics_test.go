@@ -40,7 +40,7 @@ func TestEveryRequestIsCountedByItsOutcome(t *testing.T) {
 	p.Set("ns/stream", Settings{}, []Agent{{Name: "c", Addr: streamFailed.Listener.Addr().String(), Slots: 1}})
 	p.Set("ns/empty", Settings{QueueLength: 0}, nil)
 	p.Set("ns/slow", Settings{QueueLength: 1, QueueTimeout: 20 * time.Millisecond}, nil)
-	p.Set("ns/gone", Settings{QueueTimeout: 5 * time.Second}, []Agent{{Name: "d", Addr: "127.0.0.1:1", Slots: 1}})
+	p.Set("ns/gone", Settings{QueueTimeout: 200 * time.Millisecond}, []Agent{{Name: "d", Addr: "127.0.0.1:1", Slots: 1}})
 
 	for range 3 {
 		send(t, url("ok"), "x")

@@ -68,8 +68,11 @@ type agent struct {
 	Agent
 	inFlight int
 	gone     bool
-	// fullUntil is when an agent that answered 429 may be offered requests again.
+	// fullUntil is when an agent that answered 429, or could not be reached, may be
+	// offered requests again.
 	fullUntil time.Time
+	// refusals counts the connections it refused since it last answered, for the backoff.
+	refusals int
 }
 
 // waiter is a queued request; ready is closed when a slot may have come free.
@@ -257,6 +260,43 @@ func (p *Pool) Stopping(key, name string) {
 	}
 }
 
+// Unreachable backoff: an agent that refused a connection gets no request for 20 ms, then
+// twice as long at each refusal in a row, up to a second.
+const (
+	firstUnreachableBackoff = 20 * time.Millisecond
+	maxUnreachableBackoff   = time.Second
+)
+
+// Unreachable records that an agent of a hive could not be reached: it gets no request for
+// a backoff that grows with each refusal in a row (an agent whose process is not
+// listening yet, or no longer), until it answers again.
+func (p *Pool) Unreachable(key, name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.hives[key]
+	if h == nil {
+		return
+	}
+	a := h.agents[name]
+	if a == nil {
+		return
+	}
+	wait := firstUnreachableBackoff << min(a.refusals, 10)
+	a.refusals++
+	a.fullUntil = p.now().Add(min(wait, maxUnreachableBackoff))
+}
+
+// Reached records that an agent of a hive answered: its unreachable backoff starts again.
+func (p *Pool) Reached(key, name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h := p.hives[key]; h != nil {
+		if a := h.agents[name]; a != nil {
+			a.refusals = 0
+		}
+	}
+}
+
 // take gives a slot of a to a request. Must hold mu.
 func (p *Pool) take(h *hive, a *agent) (Agent, func(), error) {
 	a.inFlight++
@@ -268,7 +308,9 @@ func (p *Pool) release(h *hive, a *agent) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	a.inFlight--
-	a.fullUntil = time.Time{} // a slot of it is free now, whoever else holds the others
+	if a.refusals == 0 {
+		a.fullUntil = time.Time{} // a slot of it is free now, whoever else holds the others
+	}
 	if a.gone && a.inFlight == 0 && h.agents[a.Name] == a {
 		delete(h.agents, a.Name)
 	}
