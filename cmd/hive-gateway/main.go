@@ -7,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -69,10 +71,13 @@ func parseFlags(args []string) (*options, error) {
 	return o, nil
 }
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	os.Exit(run(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig, os.Stdout, os.Stderr))
+}
 
-// run is the program: it returns the exit code (2 for bad flags, 1 when the gateway fails).
-func run(args []string, stdout, stderr io.Writer) int {
+// run is the program, until ctx ends: it returns the exit code (2 for bad flags, 1 when the
+// gateway fails). getConfig finds the cluster.
+func run(ctx context.Context, args []string, getConfig func() (*rest.Config, error), stdout, stderr io.Writer) int {
 	o, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
 		_, _ = fmt.Fprintln(stdout, "Usage: hive-gateway [flags]; see docs/hives.md#serving-requests")
@@ -87,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap), zap.WriteTo(stderr)))
-	cfg, err := ctrl.GetConfig()
+	cfg, err := getConfig()
 	if err != nil {
 		ctrl.Log.Error(err, "unable to find a kubeconfig or in-cluster configuration")
 		return 1
@@ -99,7 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			namespaces = append(namespaces, ns)
 		}
 	}
-	err = gateway.Run(ctrl.SetupSignalHandler(), cfg, gateway.RunOptions{
+	err = gateway.Run(ctx, cfg, gateway.RunOptions{
 		ListenAddr: o.listen, ProbeAddr: o.probeAddr, MetricsAddr: o.metricsAddr, Namespaces: namespaces,
 		ShutdownGrace: o.shutdownGrace, Handler: gateway.Options{MaxTries: o.maxTries},
 	})

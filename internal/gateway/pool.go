@@ -232,11 +232,17 @@ func (p *Pool) Acquire(ctx context.Context, key string, arrived time.Time, again
 func (p *Pool) Full(key, name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if h := p.hives[key]; h != nil {
-		if a := h.agents[name]; a != nil {
-			a.fullUntil = p.now().Add(FullBackoff)
-		}
+	if a := p.agent(key, name); a != nil {
+		a.fullUntil = p.now().Add(FullBackoff)
 	}
+}
+
+// agent returns an agent of a hive, nil when either is gone. Must hold mu.
+func (p *Pool) agent(key, name string) *agent {
+	if h := p.hives[key]; h != nil {
+		return h.agents[name]
+	}
+	return nil
 }
 
 // Stopping records that an agent of a hive answered it is shutting down: it gets no new
@@ -273,11 +279,7 @@ const (
 func (p *Pool) Unreachable(key, name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	h := p.hives[key]
-	if h == nil {
-		return
-	}
-	a := h.agents[name]
+	a := p.agent(key, name)
 	if a == nil {
 		return
 	}
@@ -290,10 +292,8 @@ func (p *Pool) Unreachable(key, name string) {
 func (p *Pool) Reached(key, name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if h := p.hives[key]; h != nil {
-		if a := h.agents[name]; a != nil {
-			a.refusals = 0
-		}
+	if a := p.agent(key, name); a != nil {
+		a.refusals = 0
 	}
 }
 

@@ -323,9 +323,14 @@ func kustomize(t *testing.T) []*unstructured.Unstructured {
 
 // find returns the objects of a kind, but the gateway's (gateway_test.go checks those).
 func find(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
+	return findOf(objs, kind, false)
+}
+
+// findOf returns the objects of a kind that are the gateway's, or that are not.
+func findOf(objs []*unstructured.Unstructured, kind string, gateway bool) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	for _, o := range objs {
-		if o.GetKind() == kind && !isGateway(o) {
+		if o.GetKind() == kind && isGateway(o) == gateway {
 			out = append(out, o)
 		}
 	}
@@ -335,9 +340,13 @@ func find(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstru
 // one returns the only object of a kind, decoded strictly into a typed object.
 func one[T any](t *testing.T, objs []*unstructured.Unstructured, kind string) *T {
 	t.Helper()
-	found := find(objs, kind)
+	return only[T](t, find(objs, kind), kind)
+}
+
+func only[T any](t *testing.T, found []*unstructured.Unstructured, what string) *T {
+	t.Helper()
 	if len(found) != 1 {
-		t.Fatalf("want one %s, got %d", kind, len(found))
+		t.Fatalf("want one %s, got %d", what, len(found))
 	}
 	return decode[T](t, found[0])
 }

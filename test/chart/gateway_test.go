@@ -23,22 +23,12 @@ func isGateway(o *unstructured.Unstructured) bool {
 
 // gatewayObjects returns the gateway's objects of a kind.
 func gatewayObjects(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
-	var out []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == kind && isGateway(o) {
-			out = append(out, o)
-		}
-	}
-	return out
+	return findOf(objs, kind, true)
 }
 
 func oneGateway[T any](t *testing.T, objs []*unstructured.Unstructured, kind string) *T {
 	t.Helper()
-	found := gatewayObjects(objs, kind)
-	if len(found) != 1 {
-		t.Fatalf("want one gateway %s, got %d", kind, len(found))
-	}
-	return decode[T](t, found[0])
+	return only[T](t, gatewayObjects(objs, kind), "gateway "+kind)
 }
 
 // checkGateway checks the hive gateway: a Deployment of replicas that never overlaps the

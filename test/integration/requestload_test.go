@@ -91,17 +91,28 @@ func onePod(t *testing.T, ns string) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
 	eventually(t, 10*time.Second, func() error {
-		pods := &corev1.PodList{}
-		if err := env.Client.List(t.Context(), pods, client.InNamespace(ns), client.MatchingLabels{swarmv1alpha1.LabelHive: "h"}); err != nil {
-			return err
+		pods, err := podsOf(t, ns, 1)
+		if err == nil && pods[0].DeletionTimestamp != nil {
+			err = fmt.Errorf("agent %s is being deleted", pods[0].Name)
 		}
-		if len(pods.Items) != 1 || pods.Items[0].DeletionTimestamp != nil {
-			return fmt.Errorf("%d agent pods", len(pods.Items))
+		if err == nil {
+			pod = &pods[0]
 		}
-		pod = &pods.Items[0]
-		return nil
+		return err
 	})
 	return pod
+}
+
+// podsOf returns the agent pods of hive h, or an error when there are not n of them.
+func podsOf(t *testing.T, ns string, n int) ([]corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := env.Client.List(t.Context(), pods, client.InNamespace(ns), client.MatchingLabels{swarmv1alpha1.LabelHive: "h"}); err != nil {
+		return nil, err
+	}
+	if len(pods.Items) != n {
+		return nil, fmt.Errorf("%d agent pods, want %d", len(pods.Items), n)
+	}
+	return pods.Items, nil
 }
 
 // TestARequestToAHiveAtZeroStartsAnAgent parks a request for an autoscaled hive at zero
@@ -212,14 +223,8 @@ func TestARequestInFlightHoldsItsAgentThroughADrain(t *testing.T) {
 		t.Fatalf("answer %+v", r)
 	}
 	eventually(t, 10*time.Second, func() error {
-		pods := &corev1.PodList{}
-		if err := env.Client.List(t.Context(), pods, client.InNamespace(ns), client.MatchingLabels{swarmv1alpha1.LabelHive: "h"}); err != nil {
-			return err
-		}
-		if len(pods.Items) != 0 {
-			return fmt.Errorf("%d agent pods after the request was answered", len(pods.Items))
-		}
-		return nil
+		_, err := podsOf(t, ns, 0)
+		return err
 	})
 }
 
@@ -383,14 +388,8 @@ func TestARolloutAndAScaleDownUnderLoadFailNoRequest(t *testing.T) {
 	rolled := served()
 	patchHive(t, ns, "h", func(h *swarmv1alpha1.Hive) { h.Spec.Replicas = ptr.To[int32](1) })
 	eventually(t, 60*time.Second, func() error {
-		pods := &corev1.PodList{}
-		if err := env.Client.List(t.Context(), pods, client.InNamespace(ns), client.MatchingLabels{swarmv1alpha1.LabelHive: "h"}); err != nil {
-			return err
-		}
-		if len(pods.Items) != 1 {
-			return fmt.Errorf("%d agent pods", len(pods.Items))
-		}
-		return nil
+		_, err := podsOf(t, ns, 1)
+		return err
 	})
 	close(stop)
 	wg.Wait()
